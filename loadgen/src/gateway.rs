@@ -1,0 +1,213 @@
+//! One gateway process under test: a generated configuration in a temporary directory, the release
+//! binary spawned on a free loopback port, readiness awaited, resident memory read from `/proc`.
+//!
+//! Every scenario gets its own [`Gateway`] (fresh process, fresh data directory) so that one
+//! scenario's backlog or database size does not weigh on the next.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use tokio::process::{Child, Command};
+
+/// The API key of the load generator's client.
+pub const API_KEY: &str = "loadgen-key";
+
+/// The API key of the cooperative's client (cooperatives scenario).
+pub const COOP_API_KEY: &str = "loadgen-coop-key";
+
+/// The destination of the end-to-end scenario.
+pub const DESTINATION: &str = "loadgen-receiver";
+
+/// Signing secret of the destination (the README's example secret).
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// How long the gateway may take to answer `/readyz` with 200.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running gateway; killed on [`Gateway::stop`] or when dropped.
+pub struct Gateway {
+    child: Child,
+    pid: u32,
+    pub base: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `binary` with contracts from `contracts_dir`; with `webhook`, one webhook destination
+    /// at that URL receiving every type for every tenant; with `coop_mappings`, the cooperatives
+    /// adapter reading that folder and a cooperative's client ([`COOP_API_KEY`]).
+    pub async fn start(
+        binary: &Path,
+        contracts_dir: &Path,
+        webhook: Option<&str>,
+        coop_mappings: Option<&Path>,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating the gateway's temporary directory")?;
+        let port = free_port()?;
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let config_path = dir.path().join("gateway.toml");
+        let config = config(listen, &dir.path().join("data"), contracts_dir, webhook, coop_mappings);
+        std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
+        let log = dir.path().join("gateway.log");
+        let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let log_err = log_file.try_clone().context("duplicating the log file handle")?;
+
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config").arg(&config_path).arg("serve");
+        // Only the generated file configures this gateway.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CSI_GATEWAY_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("CSI_GATEWAY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("the gateway exited at once")?;
+        let mut gw = Self { child, pid, base: format!("http://{listen}"), log, _dir: dir };
+        gw.wait_ready().await?;
+        Ok(gw)
+    }
+
+    /// Polls `GET /readyz` until 200; fails with the gateway's log if it exits or never gets ready.
+    async fn wait_ready(&mut self) -> Result<()> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("building the readiness client")?;
+        let url = format!("{}/readyz", self.base);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().context("checking the gateway process")? {
+                bail!("the gateway exited during start-up ({status}); its log:\n{}", self.log_tail());
+            }
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                bail!("the gateway was not ready after {READY_TIMEOUT:?}; its log:\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The process id, for `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The last lines of the gateway's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Kills the process and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        self.child.kill().await.context("killing the gateway")?;
+        Ok(())
+    }
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line =
+        status.lines().find(|l| l.starts_with("VmRSS:")).with_context(|| format!("no VmRSS in {path}"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing '{line}' in {path}"))?;
+    Ok(kb * 1024)
+}
+
+/// A loopback port free at this moment (bound, then released for the gateway to take).
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(l.local_addr().context("reading the free port")?.port())
+}
+
+/// The gateway's TOML configuration (format: README, "Configuration").
+fn config(
+    listen: SocketAddr,
+    data_dir: &Path,
+    contracts_dir: &Path,
+    webhook: Option<&str>,
+    coop_mappings: Option<&Path>,
+) -> String {
+    let key_hash = hex::encode(Sha256::digest(API_KEY.as_bytes()));
+    let mut toml = format!(
+        r#"[server]
+listen = "{listen}"
+data_dir = {data_dir}
+contracts_dir = {contracts_dir}
+
+[limits]
+max_batch = 1000
+
+[[clients]]
+name = "loadgen"
+api_key_sha256 = "{key_hash}"
+tenants = ["*"]
+roles = ["publisher", "reader", "operator", "auditor"]
+"#,
+        data_dir = toml_string(data_dir),
+        contracts_dir = toml_string(contracts_dir),
+    );
+    if let Some(mappings) = coop_mappings {
+        toml.push_str(&format!(
+            r#"
+[[clients]]
+name = "loadgen-coop"
+api_key_sha256 = "{coop_hash}"
+tenants = ["F205"]
+roles = ["publisher"]
+cooperativa = "{cooperativa}"
+
+[coop]
+mappings_dir = {mappings}
+"#,
+            coop_hash = hex::encode(Sha256::digest(COOP_API_KEY.as_bytes())),
+            cooperativa = crate::coop::COOPERATIVA,
+            mappings = toml_string(mappings),
+        ));
+    }
+    if let Some(url) = webhook {
+        toml.push_str(&format!(
+            r#"
+[[destinations]]
+name = "{DESTINATION}"
+adapter = "webhook"
+url = "{url}"
+secret = "{SECRET}"
+concurrency = 64
+
+[[routes]]
+types = ["*"]
+tenants = ["*"]
+to = ["{DESTINATION}"]
+"#
+        ));
+    }
+    toml
+}
+
+/// A path as a TOML basic string (JSON string escaping is valid TOML).
+fn toml_string(path: &Path) -> String {
+    serde_json::Value::String(path.to_string_lossy().into_owned()).to_string()
+}

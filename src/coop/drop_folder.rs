@@ -1,0 +1,99 @@
+//! The watched drop folder, for cooperatives that can only copy files: every file that appears in
+//! `dir` is uploaded with the configured client's rights and mapping, then moved to
+//! `dir/processed/` with its report beside it (`<file>.report.json`), or to `dir/failed/` with the
+//! reason (`<file>.error.txt`) when the file as a whole cannot be read.
+//!
+//! A file is taken only once its size has stayed the same between two scans, so a copy in
+//! progress is never read half-written. Names starting with `.` or ending in `.part`/`.tmp` are
+//! ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::AppState;
+use crate::auth::Caller;
+use crate::config::{ClientConfig, DropConfig};
+use crate::coop::Body;
+
+/// Starts the watcher.
+pub fn spawn(app: AppState, cfg: DropConfig, clients: &[ClientConfig]) -> anyhow::Result<()> {
+    let client = clients
+        .iter()
+        .find(|c| c.name == cfg.client)
+        .ok_or_else(|| anyhow::anyhow!("coop.drop.client: no client named {}", cfg.client))?;
+    let caller = Caller {
+        name: client.name.clone(),
+        tenants: client.tenants.clone(),
+        roles: client.roles.clone(),
+        cooperativa: client.cooperativa.clone(),
+    };
+    for sub in ["processed", "failed"] {
+        std::fs::create_dir_all(cfg.dir.join(sub))?;
+    }
+    tokio::spawn(async move {
+        let interval = Duration::from_secs(cfg.interval_secs.unwrap_or(5).max(1));
+        let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
+        tracing::info!(dir = %cfg.dir.display(), "watching the coop drop folder");
+        loop {
+            for (path, size) in candidates(&cfg.dir) {
+                // Stable size across two scans: the copy is complete.
+                if sizes.insert(path.clone(), size) == Some(size) {
+                    sizes.remove(&path);
+                    process(&app, &cfg, &caller, &path).await;
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+    Ok(())
+}
+
+fn candidates(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let meta = e.metadata().ok()?;
+            let ignored = name.starts_with('.') || name.ends_with(".part") || name.ends_with(".tmp");
+            (meta.is_file() && !ignored).then(|| (e.path(), meta.len()))
+        })
+        .collect()
+}
+
+async fn process(app: &AppState, cfg: &DropConfig, caller: &Caller, path: &Path) {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let kind = if name.to_ascii_lowercase().ends_with(".json") { Body::Json } else { Body::Csv };
+    let outcome = match (std::fs::File::open(path), app.coop.as_ref()) {
+        (Ok(file), Some(coop)) => coop
+            .upload(
+                &app.pipeline,
+                caller,
+                &cfg.tenant,
+                &cfg.mapping,
+                kind,
+                Box::new(std::io::BufReader::new(file)),
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        (Err(e), _) => Err(format!("cannot read {name}: {e}")),
+        (_, None) => Err("the cooperatives adapter is not configured".into()),
+    };
+    let (folder, note_name, note) = match outcome {
+        Ok(up) => {
+            tracing::info!(file = %name, accepted = up.summary.accepted, rejected = up.summary.rejected, "drop file processed");
+            ("processed", format!("{name}.report.json"), up.json)
+        }
+        Err(why) => {
+            tracing::warn!(file = %name, %why, "drop file failed");
+            ("failed", format!("{name}.error.txt"), why)
+        }
+    };
+    let target = cfg.dir.join(folder);
+    if let Err(e) =
+        std::fs::write(target.join(note_name), note).and_then(|_| std::fs::rename(path, target.join(&name)))
+    {
+        tracing::error!(file = %name, error = %e, "cannot move the processed drop file");
+    }
+}

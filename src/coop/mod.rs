@@ -1,0 +1,1216 @@
+//! The cooperatives adapter, hub side: a cooperative's file (CSV or JSON, read and checked row by
+//! row by `csi-gateway-coop` through its mapping) is checked against each beneficiary's active
+//! progetto, priced, turned into `prestazione` events that go through the common ingest path, and
+//! reported row by row. Also: the monthly close and the liquidazione per cooperative.
+//!
+//! Invariants: a bad row never takes good rows down with it; re-sending a file creates nothing new;
+//! a corrected row (same record id, other content) replaces the earlier one and is audited; a
+//! cooperative's client acts only as its own cooperative, on progetti that name it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub mod drop_folder;
+
+use csi_gateway_coop::{Delivery, Mapping, RowOutcome, RowResult};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::audit;
+use crate::auth::Caller;
+use crate::config::{CoopConfig, OnViolation};
+use crate::ingest::{EventResult, IngestError, Pipeline};
+use crate::store::{now_ms, CoopDeliveryRow, ProgettoRow, Projection, Projections, StoreError, UploadRecord};
+
+/// The interchange type every delivery becomes.
+pub const PRESTAZIONE: &str = "it.lombardia.csi.prestazione.erogata.v1";
+/// Rows checked and submitted together.
+const CHUNK: usize = 1000;
+
+/// Why an upload as a whole could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoopError {
+    #[error("mapping '{0}': {1}")]
+    Mapping(String, String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// What a service type defaults to when the progetto does not say.
+#[derive(Debug, Clone)]
+struct ServiceInfo {
+    area_utenza: String,
+    codice_prestazione: String,
+    denominazione: String,
+}
+
+/// The adapter's state: mappings (compiled once), the service table, the policy.
+pub struct Coop {
+    dir: PathBuf,
+    config: CoopConfig,
+    services: HashMap<String, ServiceInfo>,
+    mappings: Mutex<HashMap<String, Arc<Mapping>>>,
+    pub store: Arc<dyn Projections>,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RowReport {
+    /// Record number in the file (the CSV header is row 1; JSON items count from 1).
+    pub row: u64,
+    /// `accepted`, `corrected` (replaces an earlier version), `duplicate` (already received),
+    /// `rejected` or `skipped` (blank or summary row).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RowProblem>,
+    /// Progetto rules the delivery breaks, accepted for the social worker to review.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<RowProblem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A broken rule, located by the file's own column name when there is one.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RowProblem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub rule: String,
+    pub message: String,
+}
+
+impl RowProblem {
+    fn new(column: Option<&str>, rule: &str, message: impl Into<String>) -> Self {
+        Self { column: column.map(str::to_string), rule: rule.into(), message: message.into() }
+    }
+}
+
+/// Counts of an upload.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Summary {
+    pub rows: u64,
+    pub accepted: u64,
+    pub corrected: u64,
+    pub duplicates: u64,
+    pub flagged: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+}
+
+/// The answer to an upload, kept for `GET /v1/adapters/coop/erogazioni/{id}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UploadReport {
+    pub id: String,
+    pub tenant: String,
+    pub mapping: String,
+    pub client: String,
+    pub received_at: String,
+    pub digest: String,
+    pub summary: Summary,
+    pub rows: Vec<RowReport>,
+}
+
+/// A processed upload: its id, its counts, and the whole report as JSON text (an
+/// [`UploadReport`]).
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub id: String,
+    pub summary: Summary,
+    pub json: String,
+}
+
+/// The report as JSON text: `report` without rows, then `rows` (the rows' JSON objects,
+/// comma-separated) as its `rows` array.
+fn report_json(report: &UploadReport, rows: &[u8]) -> Result<String, CoopError> {
+    let mut text = serde_json::to_string(report).map_err(|e| CoopError::Input(e.to_string()))?;
+    // `rows` is the last field and empty here: `..."rows":[]}`.
+    let Some(head) = text.strip_suffix("[]}").map(str::len) else {
+        return Err(CoopError::Input("internal: unexpected report layout".into()));
+    };
+    text.truncate(head);
+    text.reserve(rows.len() + 3);
+    text.push('[');
+    text.push_str(std::str::from_utf8(rows).map_err(|e| CoopError::Input(e.to_string()))?);
+    text.push_str("]}");
+    Ok(text)
+}
+
+/// The JSON text of a stored report (kept as text, see [`Coop::upload`]; a JSON object as well).
+pub fn stored_report(report: Value) -> String {
+    match report {
+        Value::String(text) => text,
+        other => other.to_string(),
+    }
+}
+
+/// A reader that hashes (SHA-256) what passes through it.
+struct Digesting<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Digesting<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, hash: sha2::Sha256::default() }
+    }
+
+    /// Lower-case hex digest of everything read.
+    fn finish(self) -> String {
+        use sha2::Digest;
+        hex::encode(self.hash.finalize())
+    }
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// What an upload carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    Csv,
+    Json,
+}
+
+/// Parses a decimal string ("22.10", "24", "1.5") into hundredths.
+fn hundredths(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty()
+        || frac.len() > 2
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let frac = format!("{frac:0<2}");
+    Some(int.parse::<i64>().ok()? * 100 + frac.parse::<i64>().ok()?)
+}
+
+/// Hundredths as a decimal string with 2 decimals.
+fn decimal(h: i64) -> String {
+    format!("{}.{:02}", h / 100, h % 100)
+}
+
+/// Integer division rounding half up (non-negative operands).
+fn div_round(n: i64, d: i64) -> i64 {
+    if d == 0 {
+        0
+    } else {
+        (2 * n + d) / (2 * d)
+    }
+}
+
+/// (progetto, service, month): the unit the authorized hours apply to.
+type MonthGroup = (String, String, String);
+
+/// A row already seen in this upload: the start of its content digest, its minutes and its
+/// month group (an index into [`Tally::groups`]). Kept small: there is one per accepted row.
+struct SeenRow {
+    digest: u128,
+    minutes: i64,
+    group: u32,
+}
+
+/// The first 16 bytes of a hex SHA-256.
+fn digest_prefix(hex_digest: &str) -> u128 {
+    hex_digest.get(..32).and_then(|h| u128::from_str_radix(h, 16).ok()).unwrap_or_default()
+}
+
+/// The key of a delivery in [`Tally::seen`]: 128 bits of its SHA-256.
+fn key_hash(key: &str) -> u128 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key.as_bytes());
+    u128::from_be_bytes(d[..16].try_into().unwrap_or_default())
+}
+
+/// Running totals of one liquidazione line.
+#[derive(Default)]
+struct LineTotals {
+    minutes: i64,
+    importo_cents: i64,
+    quota_utente_cents: i64,
+    interventi: u32,
+    flagged: bool,
+}
+
+/// Progetti lookups cached by an upload before the cache is emptied (memory stays bounded).
+const PROGETTI_CACHE: usize = 50_000;
+
+/// An upload's progress through its rows, kept across chunks.
+#[derive(Default)]
+struct Tally {
+    /// Minutes per month group (progetto, service, month): what the store had, plus this upload.
+    month: HashMap<MonthGroup, (u32, i64)>,
+    /// The month groups by index.
+    groups: Vec<MonthGroup>,
+    /// Keys seen in this upload, by [`key_hash`].
+    seen: HashMap<u128, SeenRow>,
+    /// The answers of progetti lookups: by `(who, date)` or `(id, "")`.
+    progetti: HashMap<(String, String), Arc<[Arc<ProgettoRow>]>>,
+    /// Each progetto once, by id.
+    progetto_rows: HashMap<String, Arc<ProgettoRow>>,
+}
+
+impl Tally {
+    /// The index of a month group, and its minutes so far (`None` when it is new).
+    fn group(&self, group: &MonthGroup) -> Option<(u32, i64)> {
+        self.month.get(group).copied()
+    }
+
+    fn add_group(&mut self, group: MonthGroup, minutes: i64) -> u32 {
+        let i = self.groups.len() as u32;
+        self.groups.push(group.clone());
+        self.month.insert(group, (i, minutes));
+        i
+    }
+
+    fn minutes_mut(&mut self, i: u32) -> Option<&mut i64> {
+        let g = self.groups.get(i as usize)?;
+        self.month.get_mut(g).map(|(_, m)| m)
+    }
+}
+
+/// A chunk of rows checked and priced, its deliveries not yet submitted.
+struct Prepared {
+    /// Rows already settled (skipped, rejected, duplicate).
+    rows: Vec<RowReport>,
+    events: Vec<(Value, Vec<Projection>)>,
+    candidates: Vec<Candidate>,
+}
+
+/// One delivery ready to submit, beside its event.
+struct Candidate {
+    row: u64,
+    flags: Vec<RowProblem>,
+    correction: bool,
+}
+
+impl Coop {
+    /// The adapter for a configuration; mappings load lazily (and are cached) by name.
+    pub fn new(config: CoopConfig, store: Arc<dyn Projections>) -> anyhow::Result<Self> {
+        let dir = Self::locate(config.mappings_dir.as_deref());
+        let services = load_services(&dir.join("tipi-servizio.csv"))?;
+        Ok(Self { dir, config, services, mappings: Mutex::new(HashMap::new()), store })
+    }
+
+    /// The mappings folder: configured, `./mappings/coop`, or the source tree's.
+    pub fn locate(configured: Option<&Path>) -> PathBuf {
+        if let Some(p) = configured {
+            return p.to_path_buf();
+        }
+        let local = PathBuf::from("mappings/coop");
+        if local.is_dir() {
+            return local;
+        }
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappings/coop")
+    }
+
+    /// A mapping by name, compiled once.
+    pub fn mapping(&self, name: &str) -> Result<Arc<Mapping>, CoopError> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(CoopError::Mapping(
+                name.into(),
+                "a mapping name has only letters, digits, - and _".into(),
+            ));
+        }
+        let mut cache =
+            self.mappings.lock().map_err(|_| CoopError::Mapping(name.into(), "cache poisoned".into()))?;
+        if let Some(m) = cache.get(name) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(
+            Mapping::load_named(&self.dir, name)
+                .map_err(|e| CoopError::Mapping(name.into(), e.to_string()))?,
+        );
+        cache.insert(name.to_string(), m.clone());
+        Ok(m)
+    }
+
+    /// Processes one upload and stores its report.
+    ///
+    /// The file is read from `input` as it arrives (a CSV is never whole in memory; a JSON body
+    /// is read whole, up to the upload limit the caller enforces), in chunks of rows that are
+    /// checked and committed one after the other. What grows with the file is only the report:
+    /// its rows are kept as JSON text, a few dozen bytes each.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload(
+        &self,
+        pipeline: &Pipeline,
+        caller: &Caller,
+        tenant: &str,
+        mapping_name: &str,
+        kind: Body,
+        input: Box<dyn Read + Send>,
+    ) -> Result<Uploaded, CoopError> {
+        if !caller.may_access(tenant) || !caller.has(crate::config::Role::Publisher) {
+            return Err(CoopError::Forbidden(format!(
+                "client '{}' may not submit deliveries for tenant {tenant}",
+                caller.name
+            )));
+        }
+        let mapping = self.mapping(mapping_name)?;
+        let today = time::OffsetDateTime::now_utc().date();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<RowResult>, String>>(4);
+        let reader_mapping = mapping.clone();
+        // Reading and row checks are CPU work: a blocking thread streams them in chunks, and
+        // answers with the file's digest once it has read all of it.
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut input = Digesting::new(input);
+            let checks = csi_gateway_coop::Checks::new(today);
+            let send_rows = |rows: &mut dyn Iterator<Item = RowResult>| {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                for r in rows {
+                    chunk.push(r);
+                    if chunk.len() == CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
+                        return;
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+            };
+            match kind {
+                Body::Csv => send_rows(&mut csi_gateway_coop::read_csv(&mut input, &reader_mapping, &checks)),
+                Body::Json => {
+                    let mut body = Vec::new();
+                    let read = input
+                        .read_to_end(&mut body)
+                        .map_err(|e| format!("cannot read the file: {e}"))
+                        .and_then(|_| {
+                            csi_gateway_coop::read_json(&body, &reader_mapping, &checks)
+                                .map_err(|e| e.to_string())
+                        });
+                    match read {
+                        Ok(rows) => send_rows(&mut rows.into_iter()),
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                        }
+                    }
+                }
+            }
+            input.finish()
+        });
+        let upload_id = uuid::Uuid::now_v7().to_string();
+        // The file's digest is known only at its end: the chunks' audit records name the upload.
+        let submission = audit::digest(format!("upload:{upload_id}").as_bytes());
+        let mut report = UploadReport {
+            id: upload_id.clone(),
+            tenant: tenant.to_string(),
+            mapping: mapping_name.to_string(),
+            client: caller.name.clone(),
+            received_at: crate::store::rfc3339(now_ms()),
+            digest: String::new(),
+            summary: Summary::default(),
+            rows: Vec::new(),
+        };
+        let mut rows_json = Vec::new();
+        let mut tally = Tally::default();
+        // While a chunk is being committed (by the store's writer thread), the next one is
+        // checked: the two overlap.
+        let mut pending: Option<Prepared> = None;
+        loop {
+            let commit = async {
+                match pending.take() {
+                    Some(p) => Some(self.commit_chunk(pipeline, caller, &submission, p).await),
+                    None => None,
+                }
+            };
+            let prepare = async {
+                match rx.recv().await {
+                    Some(Ok(chunk)) => {
+                        Some(self.prepare_chunk(caller, tenant, &upload_id, chunk, &mut tally).await)
+                    }
+                    Some(Err(e)) => Some(Err(CoopError::Input(e))),
+                    None => None,
+                }
+            };
+            let (committed, prepared) = tokio::join!(commit, prepare);
+            if let Some(rows) = committed {
+                // The chunk's rows in file order, as JSON, and nothing else of them kept.
+                for r in rows? {
+                    count(&mut report.summary, &r);
+                    if !rows_json.is_empty() {
+                        rows_json.push(b',');
+                    }
+                    serde_json::to_writer(&mut rows_json, &r).map_err(|e| CoopError::Input(e.to_string()))?;
+                }
+            }
+            match prepared {
+                Some(p) => pending = Some(p?),
+                None => break,
+            }
+        }
+        report.digest =
+            reader.await.map_err(|e| CoopError::Input(format!("reading the file failed: {e}")))?;
+        let json = report_json(&report, &rows_json)?;
+        drop(rows_json);
+        self.store
+            .save_upload(UploadRecord {
+                id: upload_id.clone(),
+                tenant: tenant.to_string(),
+                client: caller.name.clone(),
+                mapping: mapping_name.to_string(),
+                created_at: now_ms(),
+                // As text: a tree of one map per row would take ~1 KB a row.
+                report: Value::String(json.clone()),
+            })
+            .await?;
+        Ok(Uploaded { id: upload_id, summary: report.summary, json })
+    }
+
+    /// Checks a chunk's deliveries against their progetti and prices them.
+    async fn prepare_chunk(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        upload_id: &str,
+        chunk: Vec<RowResult>,
+        tally: &mut Tally,
+    ) -> Result<Prepared, CoopError> {
+        let keys: Vec<Option<String>> = chunk
+            .iter()
+            .map(|r| match &r.outcome {
+                RowOutcome::Delivery(d) => Some(d.idempotency_key()),
+                _ => None,
+            })
+            .collect();
+        let stored: HashMap<String, CoopDeliveryRow> = self
+            .store
+            .coop_deliveries(tenant.to_string(), keys.iter().flatten().cloned().collect())
+            .await?
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
+        let mut out = Prepared { rows: Vec::new(), events: Vec::new(), candidates: Vec::new() };
+        for (r, key) in chunk.into_iter().zip(keys) {
+            let report = match (r.outcome, key) {
+                (RowOutcome::Skipped { reason }, _) => RowReport {
+                    row: r.row,
+                    status: "skipped",
+                    id: None,
+                    errors: Vec::new(),
+                    flags: Vec::new(),
+                    reason: Some(reason),
+                },
+                (RowOutcome::Rejected(errors), _) => rejected(
+                    r.row,
+                    errors
+                        .into_iter()
+                        .map(|e| RowProblem { column: e.column, rule: e.rule, message: e.message })
+                        .collect(),
+                ),
+                (RowOutcome::Delivery(d), Some(key)) => {
+                    match self.evaluate(caller, tenant, upload_id, r.row, &d, key, &stored, tally).await? {
+                        Evaluated::Duplicate(id, reason) => RowReport {
+                            row: r.row,
+                            status: "duplicate",
+                            id,
+                            errors: Vec::new(),
+                            flags: Vec::new(),
+                            reason: Some(reason.into()),
+                        },
+                        Evaluated::Rejected(errors) => rejected(r.row, errors),
+                        Evaluated::Submit(event, projection, c) => {
+                            out.events.push((event, vec![Projection::CoopDelivery(*projection)]));
+                            out.candidates.push(c);
+                            continue;
+                        }
+                    }
+                }
+                (RowOutcome::Delivery(_), None) => continue,
+            };
+            out.rows.push(report);
+        }
+        Ok(out)
+    }
+
+    /// Submits a prepared chunk's deliveries; every row of the chunk, in file order.
+    async fn commit_chunk(
+        &self,
+        pipeline: &Pipeline,
+        caller: &Caller,
+        submission: &str,
+        prepared: Prepared,
+    ) -> Result<Vec<RowReport>, CoopError> {
+        let Prepared { mut rows, events, candidates } = prepared;
+        if !events.is_empty() {
+            let results = pipeline.submit(caller, submission, events).await?;
+            for (c, result) in candidates.into_iter().zip(results) {
+                rows.push(match result {
+                    EventResult::Accepted { id, duplicate } => RowReport {
+                        row: c.row,
+                        status: if duplicate {
+                            "duplicate"
+                        } else if c.correction {
+                            "corrected"
+                        } else {
+                            "accepted"
+                        },
+                        id: Some(id),
+                        errors: Vec::new(),
+                        flags: c.flags,
+                        reason: None,
+                    },
+                    // The event built from the row breaks the interchange contract: say where.
+                    EventResult::Rejected { errors } => rejected(
+                        c.row,
+                        errors
+                            .into_iter()
+                            .map(|e| {
+                                RowProblem::new(Some(&e.pointer), &format!("contract:{}", e.rule), e.message)
+                            })
+                            .collect(),
+                    ),
+                });
+            }
+        }
+        rows.sort_by_key(|r| r.row);
+        Ok(rows)
+    }
+
+    /// Checks one delivery against its progetto and prices it.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        upload_id: &str,
+        row: u64,
+        d: &Delivery,
+        key: String,
+        stored: &HashMap<String, CoopDeliveryRow>,
+        tally: &mut Tally,
+    ) -> Result<Evaluated, CoopError> {
+        let content = audit::digest(&serde_json::to_vec(d).unwrap_or_default());
+        let (hash, content_prefix) = (key_hash(&key), digest_prefix(&content));
+        if let Some(own) = &caller.cooperativa {
+            if &d.cooperativa != own {
+                return Ok(Evaluated::Rejected(vec![RowProblem::new(
+                    None,
+                    "not_your_cooperative",
+                    format!(
+                        "client '{}' submits for cooperative {own}, the row names {}",
+                        caller.name, d.cooperativa
+                    ),
+                )]));
+            }
+        }
+        // Same key, same content: nothing new, wherever the earlier copy came from.
+        if let Some(seen) = tally.seen.get(&hash) {
+            if seen.digest == content_prefix {
+                return Ok(Evaluated::Duplicate(None, "same as an earlier row of this file"));
+            }
+        } else if let Some(prev) = stored.get(&key) {
+            if prev.digest == content {
+                let id = (!prev.event_id.is_empty()).then(|| prev.event_id.clone());
+                return Ok(Evaluated::Duplicate(id, "already received with the same content"));
+            }
+        }
+        let date = d.data.to_string();
+        let mese = date[..7].to_string();
+        let who = d
+            .beneficiario_pseudonimo
+            .clone()
+            .or_else(|| d.beneficiario_codice_fiscale.clone())
+            .unwrap_or_default();
+        let progetti = self.progetti(tenant, d, &who, &date, tally).await?;
+        let Some(progetto) = pick(&progetti, d).cloned() else {
+            let what = d
+                .id_progetto
+                .as_deref()
+                .map(|p| format!("progetto {p}"))
+                .unwrap_or_else(|| "an active progetto".into());
+            return Ok(Evaluated::Rejected(vec![RowProblem::new(
+                None,
+                "no_progetto",
+                format!("no {what} is known for this beneficiary on {date}: the comune must send it first"),
+            )]));
+        };
+        // A progetto named by id must be the beneficiary's own.
+        let other_cf = d
+            .beneficiario_codice_fiscale
+            .as_ref()
+            .is_some_and(|cf| progetto.codice_fiscale.as_ref() != Some(cf));
+        let other_pseudonym = d.beneficiario_pseudonimo.as_ref().is_some_and(|p| p != &progetto.pseudonimo);
+        if other_cf || other_pseudonym {
+            return Ok(Evaluated::Rejected(vec![RowProblem::new(
+                None,
+                "no_progetto",
+                format!("progetto {} is not this beneficiary's", progetto.id_progetto),
+            )]));
+        }
+        let interventi: &[Value] = progetto.interventi.as_array().map(Vec::as_slice).unwrap_or_default();
+        let intervento =
+            interventi.iter().find(|i| i["tipoServizio"].as_str() == Some(d.tipo_servizio.as_str()));
+        let not_yours =
+            |why: String| Ok(Evaluated::Rejected(vec![RowProblem::new(None, "not_your_contract", why)]));
+        if let Some(coop) = intervento.and_then(|i| i["cooperativa"].as_str()) {
+            if coop != d.cooperativa {
+                return not_yours(format!(
+                    "progetto {} assigns {} to another cooperative",
+                    progetto.id_progetto, d.tipo_servizio
+                ));
+            }
+        }
+        // A cooperative's client works only on progetti that give it some service.
+        if caller.cooperativa.is_some() && !interventi.iter().any(|i| names(i, &d.cooperativa)) {
+            return not_yours(format!(
+                "progetto {} assigns no service to cooperative {}",
+                progetto.id_progetto, d.cooperativa
+            ));
+        }
+        let mut violations = Vec::new();
+        if intervento.is_none() {
+            violations.push(RowProblem::new(
+                None,
+                "service_not_authorized",
+                format!("progetto {} does not authorize {}", progetto.id_progetto, d.tipo_servizio),
+            ));
+        }
+        if date < progetto.dal || date > progetto.al {
+            violations.push(RowProblem::new(
+                None,
+                "outside_period",
+                format!(
+                    "{date} is outside progetto {} ({} – {})",
+                    progetto.id_progetto, progetto.dal, progetto.al
+                ),
+            ));
+        }
+        let minutes = i64::from(d.durata_minuti);
+        let group = (progetto.id_progetto.clone(), d.tipo_servizio.clone(), mese.clone());
+        let (group_id, before) = match tally.group(&group) {
+            Some(g) => g,
+            None => {
+                let base = self
+                    .store
+                    .month_minutes(tenant.to_string(), group.0.clone(), group.1.clone(), group.2.clone())
+                    .await?;
+                (tally.add_group(group, base), base)
+            }
+        };
+        // A correction replaces the earlier minutes instead of adding to them.
+        let replaced: Option<(i64, u32)> = match tally.seen.get(&hash) {
+            Some(seen) => Some((seen.minutes, seen.group)),
+            None => match stored.get(&key) {
+                Some(p) => {
+                    let g = (p.id_progetto.clone(), p.tipo_servizio.clone(), p.mese.clone());
+                    Some(match tally.group(&g) {
+                        Some((i, _)) => (p.minuti, i),
+                        None => {
+                            let base = self
+                                .store
+                                .month_minutes(tenant.to_string(), g.0.clone(), g.1.clone(), g.2.clone())
+                                .await?;
+                            (p.minuti, tally.add_group(g, base))
+                        }
+                    })
+                }
+                None => None,
+            },
+        };
+        let correction = replaced.is_some();
+        let mut before = before;
+        if let Some((m, g)) = replaced {
+            if let Some(total) = tally.minutes_mut(g) {
+                *total -= m;
+            }
+            if g == group_id {
+                before -= m;
+            }
+        }
+        let total = before + minutes;
+        if let Some(authorized) =
+            intervento.and_then(|i| i["oreAutorizzateMensili"].as_str()).and_then(hundredths)
+        {
+            let authorized_minutes = authorized * 60 / 100;
+            if total > authorized_minutes {
+                violations.push(RowProblem::new(
+                    None,
+                    "monthly_hours_exceeded",
+                    format!(
+                        "{} h delivered in {mese} for {} exceed the {} h authorized by progetto {}",
+                        decimal(total * 100 / 60),
+                        d.tipo_servizio,
+                        decimal(authorized),
+                        progetto.id_progetto
+                    ),
+                ));
+            }
+        }
+        if !violations.is_empty() && self.config.policy(tenant) == OnViolation::Reject {
+            if let Some((m, g)) = replaced {
+                if let Some(total) = tally.minutes_mut(g) {
+                    *total += m;
+                }
+            }
+            return Ok(Evaluated::Rejected(violations));
+        }
+        if let Some(t) = tally.minutes_mut(group_id) {
+            *t = total;
+        }
+        tally.seen.insert(hash, SeenRow { digest: content_prefix, minutes, group: group_id });
+
+        let service = self.services.get(&d.tipo_servizio);
+        let text = |k: &str| intervento.and_then(|i| i[k].as_str()).map(str::to_string);
+        let codice = text("codicePrestazione")
+            .or_else(|| service.map(|s| s.codice_prestazione.clone()))
+            .unwrap_or_default();
+        let denominazione =
+            text("denominazione").or_else(|| service.map(|s| s.denominazione.clone())).unwrap_or_default();
+        let area = service.map(|s| s.area_utenza.clone()).unwrap_or_else(|| "2".into());
+        let tariffa = text("tariffaOraria").and_then(|t| hundredths(&t)).unwrap_or(0);
+        let importo = div_round(minutes * tariffa, 60);
+        let qe = text("quotaEnte").and_then(|t| hundredths(&t)).unwrap_or(0);
+        let qu = text("quotaUtente").and_then(|t| hundredths(&t)).unwrap_or(0);
+        let quota_utente = if qe + qu > 0 { div_round(importo * qu, qe + qu) } else { 0 };
+        // Idempotency is per source, not per tenant: the tenant is part of every key, or a
+        // cooperative's record sent to two comuni would be taken once.
+        let scoped = format!("{tenant}:{key}");
+        let short = &audit::digest(scoped.as_bytes())[..16];
+        let mut data = json!({
+            "idPrestazione": format!("COOP-{short}"),
+            "beneficiario": { "pseudonimo": progetto.pseudonimo },
+            "codicePrestazione": codice,
+            "denominazione": denominazione,
+            "tipoServizio": d.tipo_servizio,
+            "carattere": "1",
+            "dataInizio": date,
+            "dataFine": date,
+            "ore": d.ore(),
+            "importo": decimal(importo),
+            "quotaEnte": decimal(importo - quota_utente),
+            "quotaUtente": decimal(quota_utente),
+            "erogatore": { "tipo": "cooperativa", "codice": d.cooperativa },
+            "areaUtenza": area,
+            "idProgetto": progetto.id_progetto,
+        });
+        if let Some(cf) = progetto.codice_fiscale.as_ref().or(d.beneficiario_codice_fiscale.as_ref()) {
+            data["beneficiario"]["codiceFiscale"] = json!(cf);
+        }
+        let event = json!({
+            "specversion": "1.0",
+            "id": format!("coop-{short}-{}", &content[..12]),
+            "source": format!("/coop/{}", d.cooperativa),
+            "type": PRESTAZIONE,
+            "tenant": tenant,
+            "subject": progetto.pseudonimo,
+            "datacontenttype": "application/json",
+            // A correction is a new event with the same correlation id: the latest one counts.
+            "correlationid": format!("coop:{short}"),
+            "idempotencykey": format!("{scoped}#{}", &content[..16]),
+            "data": data,
+        });
+        let projection = CoopDeliveryRow {
+            tenant: tenant.to_string(),
+            key,
+            cooperativa: d.cooperativa.clone(),
+            id_progetto: progetto.id_progetto.clone(),
+            pseudonimo: progetto.pseudonimo.clone(),
+            tipo_servizio: d.tipo_servizio.clone(),
+            codice_prestazione: codice,
+            denominazione,
+            area_utenza: area,
+            data: date,
+            mese,
+            minuti: minutes,
+            importo_cents: importo,
+            quota_utente_cents: quota_utente,
+            flag: (!violations.is_empty())
+                .then(|| violations.iter().map(|v| v.rule.as_str()).collect::<Vec<_>>().join(",")),
+            event_id: String::new(),
+            upload_id: Some(upload_id.to_string()),
+            digest: content,
+        };
+        Ok(Evaluated::Submit(event, Box::new(projection), Candidate { row, flags: violations, correction }))
+    }
+
+    /// The beneficiary's active progetti on `date` (or the one the delivery names), cached.
+    async fn progetti(
+        &self,
+        tenant: &str,
+        d: &Delivery,
+        who: &str,
+        date: &str,
+        tally: &mut Tally,
+    ) -> Result<Arc<[Arc<ProgettoRow>]>, CoopError> {
+        let k = match &d.id_progetto {
+            Some(id) => (id.clone(), String::new()),
+            None => (who.to_string(), date.to_string()),
+        };
+        if let Some(p) = tally.progetti.get(&k) {
+            return Ok(p.clone());
+        }
+        let found: Vec<ProgettoRow> = match &d.id_progetto {
+            Some(id) => self.store.progetto(tenant.to_string(), id.clone()).await?.into_iter().collect(),
+            None => self.store.progetti_of(tenant.to_string(), who.to_string(), date.to_string()).await?,
+        };
+        if tally.progetti.len() >= PROGETTI_CACHE {
+            tally.progetti.clear();
+            tally.progetto_rows.clear();
+        }
+        let rows: Arc<[Arc<ProgettoRow>]> = found
+            .into_iter()
+            .map(|p| match tally.progetto_rows.get(&p.id_progetto) {
+                Some(known) if known.event_id == p.event_id => known.clone(),
+                _ => {
+                    let p = Arc::new(p);
+                    tally.progetto_rows.insert(p.id_progetto.clone(), p.clone());
+                    p
+                }
+            })
+            .collect();
+        tally.progetti.insert(k, rows.clone());
+        Ok(rows)
+    }
+
+    /// The monthly close of a tenant: one `prestazione` event per progetto, service and month with
+    /// the hours (SIUSS `OreServizioMensile`) and amounts, and the liquidazione per cooperative.
+    pub async fn close_month(
+        &self,
+        pipeline: &Pipeline,
+        caller: &Caller,
+        tenant: &str,
+        mese: &str,
+    ) -> Result<Closing, CoopError> {
+        let liquidazioni = self.liquidazioni(tenant, mese, None).await?;
+        let rows = self.store.coop_month(tenant.to_string(), mese.to_string(), None).await?;
+        let (first, last) =
+            month_bounds(mese).ok_or_else(|| CoopError::Input(format!("mese '{mese}' is not YYYY-MM")))?;
+        let mut groups: BTreeMap<MonthGroup, Vec<&CoopDeliveryRow>> = BTreeMap::new();
+        for r in &rows {
+            groups
+                .entry((r.cooperativa.clone(), r.id_progetto.clone(), r.tipo_servizio.clone()))
+                .or_default()
+                .push(r);
+        }
+        let mut events = Vec::new();
+        for ((coop, progetto, servizio), rs) in &groups {
+            let minutes: i64 = rs.iter().map(|r| r.minuti).sum();
+            let importo: i64 = rs.iter().map(|r| r.importo_cents).sum();
+            let utente: i64 = rs.iter().map(|r| r.quota_utente_cents).sum();
+            let r0 = rs[0];
+            let cf = self
+                .store
+                .progetto(tenant.to_string(), progetto.clone())
+                .await?
+                .and_then(|p| p.codice_fiscale);
+            let ore = decimal(div_round(minutes * 100, 60));
+            let group_key = format!("{tenant}:{mese}:{coop}:{progetto}:{servizio}");
+            let short = &audit::digest(group_key.as_bytes())[..16];
+            let totals = audit::digest(format!("{minutes}:{importo}:{utente}").as_bytes());
+            let mut data = json!({
+                "idPrestazione": format!("MESE-{mese}-{short}"),
+                "beneficiario": { "pseudonimo": r0.pseudonimo },
+                "codicePrestazione": r0.codice_prestazione,
+                "denominazione": r0.denominazione,
+                "tipoServizio": servizio,
+                "carattere": "1",
+                "dataInizio": first,
+                "dataFine": last,
+                "mese": mese,
+                "ore": ore,
+                "oreServizioMensile": ore,
+                "importo": decimal(importo),
+                "quotaEnte": decimal(importo - utente),
+                "quotaUtente": decimal(utente),
+                "erogatore": { "tipo": "cooperativa", "codice": coop },
+                "areaUtenza": r0.area_utenza,
+                "idProgetto": progetto,
+            });
+            if let Some(cf) = cf {
+                data["beneficiario"]["codiceFiscale"] = json!(cf);
+            }
+            events.push((
+                json!({
+                    "specversion": "1.0",
+                    "id": format!("mese-{short}-{}", &totals[..12]),
+                    "source": "/coop/chiusura-mensile",
+                    "type": PRESTAZIONE,
+                    "tenant": tenant,
+                    "subject": r0.pseudonimo,
+                    "datacontenttype": "application/json",
+                    "correlationid": format!("mese:{short}"),
+                    "idempotencykey": format!("{group_key}#{}", &totals[..16]),
+                    "data": data,
+                }),
+                Vec::new(),
+            ));
+        }
+        let digest = audit::digest(format!("chiusura:{tenant}:{mese}").as_bytes());
+        let results =
+            if events.is_empty() { Vec::new() } else { pipeline.submit(caller, &digest, events).await? };
+        let mut ids = Vec::new();
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                EventResult::Accepted { id, .. } => ids.push(id),
+                EventResult::Rejected { errors: e } => {
+                    errors.extend(e.into_iter().map(|e| format!("{} {}: {}", e.pointer, e.rule, e.message)))
+                }
+            }
+        }
+        Ok(Closing { tenant: tenant.into(), mese: mese.into(), events: ids, errors, liquidazioni })
+    }
+
+    /// The liquidazione of a month per cooperative (hours, amounts, quotas, and the lines behind them).
+    pub async fn liquidazioni(
+        &self,
+        tenant: &str,
+        mese: &str,
+        cooperativa: Option<String>,
+    ) -> Result<Vec<Liquidazione>, CoopError> {
+        month_bounds(mese).ok_or_else(|| CoopError::Input(format!("mese '{mese}' is not YYYY-MM")))?;
+        let rows = self.store.coop_month(tenant.to_string(), mese.to_string(), cooperativa).await?;
+        let mut by_coop: BTreeMap<String, BTreeMap<MonthGroup, LineTotals>> = BTreeMap::new();
+        for r in &rows {
+            let line = by_coop
+                .entry(r.cooperativa.clone())
+                .or_default()
+                .entry((r.id_progetto.clone(), r.pseudonimo.clone(), r.tipo_servizio.clone()))
+                .or_default();
+            line.minutes += r.minuti;
+            line.importo_cents += r.importo_cents;
+            line.quota_utente_cents += r.quota_utente_cents;
+            line.interventi += 1;
+            line.flagged |= r.flag.is_some();
+        }
+        Ok(by_coop
+            .into_iter()
+            .map(|(coop, lines)| {
+                let righe: Vec<RigaLiquidazione> = lines
+                    .into_iter()
+                    .map(|((progetto, pseudonimo, servizio), t)| RigaLiquidazione {
+                        id_progetto: progetto,
+                        pseudonimo,
+                        tipo_servizio: servizio,
+                        interventi: t.interventi,
+                        ore: decimal(div_round(t.minutes * 100, 60)),
+                        importo: decimal(t.importo_cents),
+                        quota_ente: decimal(t.importo_cents - t.quota_utente_cents),
+                        quota_utente: decimal(t.quota_utente_cents),
+                        da_verificare: t.flagged,
+                    })
+                    .collect();
+                let sum = |f: fn(&RigaLiquidazione) -> &str| -> String {
+                    decimal(righe.iter().filter_map(|r| hundredths(f(r))).sum())
+                };
+                Liquidazione {
+                    cooperativa: coop,
+                    tenant: tenant.into(),
+                    mese: mese.into(),
+                    ore: sum(|r| &r.ore),
+                    importo: sum(|r| &r.importo),
+                    quota_ente: sum(|r| &r.quota_ente),
+                    quota_utente: sum(|r| &r.quota_utente),
+                    righe,
+                }
+            })
+            .collect())
+    }
+}
+
+enum Evaluated {
+    /// The earlier event's id when known, and why it is a duplicate.
+    Duplicate(Option<String>, &'static str),
+    Rejected(Vec<RowProblem>),
+    Submit(Value, Box<CoopDeliveryRow>, Candidate),
+}
+
+/// Whether an intervento is given to `cooperativa`.
+fn names(intervento: &Value, cooperativa: &str) -> bool {
+    intervento["cooperativa"].as_str() == Some(cooperativa)
+}
+
+/// The progetto a delivery counts against, among the beneficiary's active ones (one per
+/// cooperative or service is common): the one giving this service to this cooperative, else one
+/// with this service, else one naming this cooperative, else the most recent.
+fn pick<'a>(progetti: &'a [Arc<ProgettoRow>], d: &Delivery) -> Option<&'a Arc<ProgettoRow>> {
+    let interventi = |p: &'a Arc<ProgettoRow>| p.interventi.as_array().map(Vec::as_slice).unwrap_or_default();
+    let service = |i: &Value| i["tipoServizio"].as_str() == Some(d.tipo_servizio.as_str());
+    progetti
+        .iter()
+        .find(|p| interventi(p).iter().any(|i| service(i) && names(i, &d.cooperativa)))
+        .or_else(|| progetti.iter().find(|p| interventi(p).iter().any(service)))
+        .or_else(|| progetti.iter().find(|p| interventi(p).iter().any(|i| names(i, &d.cooperativa))))
+        .or_else(|| progetti.first())
+}
+
+/// Adds a row to the counts.
+fn count(s: &mut Summary, r: &RowReport) {
+    s.rows += 1;
+    match r.status {
+        "accepted" => s.accepted += 1,
+        "corrected" => s.corrected += 1,
+        "duplicate" => s.duplicates += 1,
+        "rejected" => s.rejected += 1,
+        _ => s.skipped += 1,
+    }
+    if !r.flags.is_empty() {
+        s.flagged += 1;
+    }
+}
+
+fn rejected(row: u64, errors: Vec<RowProblem>) -> RowReport {
+    RowReport { row, status: "rejected", id: None, errors, flags: Vec::new(), reason: None }
+}
+
+/// The result of a monthly close.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Closing {
+    pub tenant: String,
+    pub mese: String,
+    /// Ids of the monthly `prestazione` events (unchanged totals return the earlier ids).
+    pub events: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    pub liquidazioni: Vec<Liquidazione>,
+}
+
+/// What the comune owes a cooperative for a month.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Liquidazione {
+    pub cooperativa: String,
+    pub tenant: String,
+    pub mese: String,
+    pub ore: String,
+    pub importo: String,
+    pub quota_ente: String,
+    pub quota_utente: String,
+    pub righe: Vec<RigaLiquidazione>,
+}
+
+/// One beneficiary and service in a liquidazione.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RigaLiquidazione {
+    pub id_progetto: String,
+    pub pseudonimo: String,
+    pub tipo_servizio: String,
+    pub interventi: u32,
+    pub ore: String,
+    pub importo: String,
+    pub quota_ente: String,
+    pub quota_utente: String,
+    /// Some deliveries were accepted flagged (progetto rules broken) and await review.
+    pub da_verificare: bool,
+}
+
+/// The liquidazione as the bilancio office opens it in a spreadsheet: `;`-separated, decimal comma.
+pub fn liquidazioni_csv(list: &[Liquidazione]) -> String {
+    let comma = |s: &str| s.replace('.', ",");
+    let mut out = String::from(
+        "cooperativa;tenant;mese;id_progetto;beneficiario;tipo_servizio;interventi;ore;importo;quota_ente;quota_utente;da_verificare\r\n",
+    );
+    for l in list {
+        for r in &l.righe {
+            out.push_str(&format!(
+                "{};{};{};{};{};{};{};{};{};{};{};{}\r\n",
+                l.cooperativa,
+                l.tenant,
+                l.mese,
+                r.id_progetto,
+                r.pseudonimo,
+                r.tipo_servizio,
+                r.interventi,
+                comma(&r.ore),
+                comma(&r.importo),
+                comma(&r.quota_ente),
+                comma(&r.quota_utente),
+                if r.da_verificare { "si" } else { "no" }
+            ));
+        }
+        out.push_str(&format!(
+            "{};{};{};TOTALE;;;;{};{};{};{};\r\n",
+            l.cooperativa,
+            l.tenant,
+            l.mese,
+            comma(&l.ore),
+            comma(&l.importo),
+            comma(&l.quota_ente),
+            comma(&l.quota_utente)
+        ));
+    }
+    out
+}
+
+/// First and last day of `YYYY-MM`.
+fn month_bounds(mese: &str) -> Option<(String, String)> {
+    let (y, m) = mese.split_once('-')?;
+    let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
+    let month = time::Month::try_from(m).ok()?;
+    if mese.len() != 7 {
+        return None;
+    }
+    let last = time::util::days_in_month(month, y);
+    Some((format!("{y:04}-{m:02}-01"), format!("{y:04}-{m:02}-{last:02}")))
+}
+
+/// `tipi-servizio.csv`: `tipo_servizio;area_utenza;codice_prestazione;denominazione`.
+fn load_services(path: &Path) -> anyhow::Result<HashMap<String, ServiceInfo>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(';').map(str::trim).collect();
+        let [tipo, area, codice, denominazione] = f[..] else {
+            anyhow::bail!("{} line {}: expected 4 fields separated by ';'", path.display(), i + 1);
+        };
+        out.insert(
+            tipo.to_string(),
+            ServiceInfo {
+                area_utenza: area.into(),
+                codice_prestazione: codice.into(),
+                denominazione: denominazione.into(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_exact() {
+        assert_eq!(hundredths("22.10"), Some(2210));
+        assert_eq!(hundredths("24"), Some(2400));
+        assert_eq!(hundredths("1.5"), Some(150));
+        assert_eq!(hundredths("1.555"), None);
+        assert_eq!(hundredths("-1"), None);
+        assert_eq!(decimal(53040), "530.40");
+        // 90 minutes at 22.10/h = 33.15; user share 20 % of it.
+        let importo = div_round(90 * 2210, 60);
+        assert_eq!(importo, 3315);
+        assert_eq!(div_round(importo * 10608, 42432 + 10608), 663);
+    }
+
+    #[test]
+    fn month_bounds_know_february() {
+        assert_eq!(month_bounds("2024-02"), Some(("2024-02-01".into(), "2024-02-29".into())));
+        assert_eq!(month_bounds("2025-13"), None);
+        assert_eq!(month_bounds("2025-1"), None);
+    }
+}

@@ -1,0 +1,463 @@
+//! Ingest: parse with limits, validate against the contracts, authorize, route, and make durable.
+//!
+//! Nothing here knows about HTTP: the API and the CLI call [`Pipeline::ingest`] with bytes and a
+//! caller, and get back per-event results.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::audit::{self, Action, Entry};
+use crate::auth::Caller;
+use crate::config::{LimitsConfig, Role};
+use crate::contracts::{Contracts, FieldError};
+use crate::metrics::Metrics;
+use crate::routing::Router;
+use crate::store::siuss::{PersonaRow, ValutazioneRow};
+use crate::store::{Acceptance, NewEvent, ProgettoRow, Projection, Store, StoreError};
+
+/// What one submitted event became.
+#[derive(Debug, Clone)]
+pub enum EventResult {
+    Accepted { id: String, duplicate: bool },
+    Rejected { errors: Vec<FieldError> },
+}
+
+/// Why a whole request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body is not JSON, or breaks a limit before any event can be looked at.
+    #[error("{}", .0.first().map(|e| e.message.as_str()).unwrap_or("malformed request"))]
+    Malformed(Vec<FieldError>),
+    #[error("batch of {got} events exceeds the limit of {max}")]
+    BatchTooLarge { got: usize, max: usize },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether the body is one event or a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Single,
+    Batch,
+}
+
+/// Everything ingest needs, shared by the API, the CLI and adapters.
+pub struct Pipeline {
+    pub contracts: Arc<Contracts>,
+    pub store: Arc<dyn Store>,
+    pub router: Router,
+    pub limits: LimitsConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// The whole ingest path. Returns one result per submitted event, in order, once every
+    /// accepted event, its routing and its audit records are committed.
+    pub async fn ingest(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+        mode: Mode,
+    ) -> Result<Vec<EventResult>, IngestError> {
+        let started = std::time::Instant::now();
+        let digest = audit::digest(body);
+        let checked = match check(&self.contracts, &self.limits, body, mode) {
+            Ok(c) => c,
+            Err(e) => {
+                let entry =
+                    Entry::new(Action::Rejected, caller.name.as_str()).digest(&digest).detail(e.to_string());
+                self.store.audit(vec![entry]).await?;
+                self.metrics.rejected.inc();
+                return Err(e);
+            }
+        };
+        let checked = checked.into_iter().map(|c| (c, Vec::new())).collect();
+        let out = self.admit(caller, &digest, checked).await?;
+        self.metrics.accept_latency.observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// Validates events built by an adapter and admits them like published ones, with the read
+    /// models they feed. `digest` identifies the submission (file or request) in the audit.
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        digest: &str,
+        events: Vec<(Value, Vec<Projection>)>,
+    ) -> Result<Vec<EventResult>, IngestError> {
+        let checked = events
+            .into_iter()
+            .map(|(ev, projections)| {
+                let errors = self.contracts.validate(&ev);
+                (if errors.is_empty() { Ok(ev) } else { Err(errors) }, projections)
+            })
+            .collect();
+        self.admit(caller, digest, checked).await
+    }
+
+    /// Authorizes, routes and stores checked events; one result per event, in order.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        digest: &str,
+        checked: Vec<(Checked, Vec<Projection>)>,
+    ) -> Result<Vec<EventResult>, IngestError> {
+        // Authorize before anything is stored: one foreign tenant refuses the whole request.
+        let may_publish = caller.has(Role::Publisher);
+        let mut denied = Vec::new();
+        for (i, (ev, _)) in checked.iter().enumerate() {
+            let tenant = match ev {
+                Ok(v) => v.get("tenant").and_then(Value::as_str),
+                Err(_) => None,
+            };
+            if let Some(t) = tenant {
+                if !may_publish || !caller.may_access(t) {
+                    denied.push((i, t.to_string()));
+                }
+            }
+        }
+        if !may_publish || !denied.is_empty() {
+            let detail = if !may_publish {
+                format!("client '{}' lacks the publisher role", caller.name)
+            } else {
+                let list: Vec<String> =
+                    denied.iter().map(|(i, t)| format!("event {i}: tenant {t}")).collect();
+                format!("client '{}' may not publish for {}", caller.name, list.join("; "))
+            };
+            let entries = if denied.is_empty() {
+                vec![Entry::new(Action::Denied, caller.name.as_str()).digest(digest).detail(&detail)]
+            } else {
+                denied
+                    .iter()
+                    .map(|(_, t)| {
+                        Entry::new(Action::Denied, caller.name.as_str())
+                            .tenant(t)
+                            .digest(digest)
+                            .detail(&detail)
+                    })
+                    .collect()
+            };
+            self.store.audit(entries).await?;
+            return Err(IngestError::Forbidden(detail));
+        }
+
+        let mut entries = Vec::new();
+        let mut new_events = Vec::new();
+        let mut results: Vec<Option<EventResult>> = Vec::with_capacity(checked.len());
+        for (index, (ev, extra)) in checked.into_iter().enumerate() {
+            match ev {
+                Err(errors) => {
+                    let summary: Vec<String> =
+                        errors.iter().take(5).map(|e| format!("{} {}", e.pointer, e.rule)).collect();
+                    entries.push(
+                        Entry::new(Action::Rejected, caller.name.as_str())
+                            .digest(digest)
+                            .detail(format!("event {index}: {}", summary.join(", "))),
+                    );
+                    results.push(Some(EventResult::Rejected { errors }));
+                }
+                Ok(value) => {
+                    let mut new = self.prepare(caller, value);
+                    new.projections.extend(extra);
+                    entries.push(
+                        Entry::new(Action::Received, caller.name.as_str())
+                            .tenant(&new.tenant)
+                            .event(&new.id)
+                            .digest(&new.digest),
+                    );
+                    new_events.push(new);
+                    results.push(None);
+                }
+            }
+        }
+        let n_new = new_events.len();
+        let acceptances = if n_new == 0 && entries.is_empty() {
+            Vec::new()
+        } else {
+            self.store.accept(new_events, entries).await?
+        };
+        let mut acc = acceptances.into_iter();
+        let out: Vec<EventResult> = results
+            .into_iter()
+            .map(|r| match r {
+                Some(rejected) => {
+                    self.metrics.rejected.inc();
+                    rejected
+                }
+                None => match acc.next() {
+                    Some(Acceptance::New(id)) => {
+                        self.metrics.accepted.inc();
+                        EventResult::Accepted { id, duplicate: false }
+                    }
+                    Some(Acceptance::Duplicate(id)) => {
+                        self.metrics.duplicates.inc();
+                        EventResult::Accepted { id, duplicate: true }
+                    }
+                    None => EventResult::Rejected {
+                        errors: vec![FieldError::new(
+                            "",
+                            "internal",
+                            "store returned fewer results than events",
+                        )],
+                    },
+                },
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// Assigns the gateway id, fills defaults and routes one valid event.
+    fn prepare(&self, caller: &Caller, mut value: Value) -> NewEvent {
+        let id = uuid::Uuid::now_v7().to_string();
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let source = text(&value, "source").unwrap_or_default();
+        let event_type = text(&value, "type").unwrap_or_default();
+        let tenant = text(&value, "tenant").unwrap_or_default();
+        let publisher_id = text(&value, "id").unwrap_or_default();
+        // CloudEvents: source + id identify an event. Without an explicit key, that pair is the key.
+        let idempotency_key = text(&value, "idempotencykey").or(Some(publisher_id.clone()));
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("id".into(), Value::String(id.clone()));
+            obj.insert("sourceid".into(), Value::String(publisher_id));
+            if !obj.contains_key("time") {
+                obj.insert("time".into(), Value::String(crate::store::rfc3339(crate::store::now_ms())));
+            }
+            if !obj.contains_key("dataschema") {
+                if let Some(schema) = self.contracts.schema_id(&event_type) {
+                    obj.insert("dataschema".into(), Value::String(schema.to_string()));
+                }
+            }
+        }
+        let body = serde_json::to_vec(&value).unwrap_or_default();
+        let projections = projections(&id, &event_type, &value);
+        NewEvent {
+            digest: audit::digest(&body),
+            destinations: self.router.route(&event_type, &tenant),
+            id,
+            subject: text(&value, "subject"),
+            correlation_id: text(&value, "correlationid"),
+            source,
+            event_type,
+            tenant,
+            idempotency_key,
+            projections,
+            body,
+            actor: caller.name.clone(),
+        }
+    }
+}
+
+/// Read models an accepted event feeds.
+fn projections(id: &str, event_type: &str, event: &Value) -> Vec<Projection> {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let data = &event["data"];
+    if event_type.starts_with("it.lombardia.csi.persona.registrata.") {
+        let (Some(tenant), Some(pseudonimo)) = (text(&event["tenant"]), text(&data["pseudonimo"])) else {
+            return Vec::new();
+        };
+        return vec![Projection::Persona(PersonaRow {
+            tenant,
+            pseudonimo,
+            codice_fiscale: text(&data["codiceFiscale"]),
+            event_id: id.to_string(),
+        })];
+    }
+    if event_type.starts_with("it.lombardia.csi.valutazione.registrata.") {
+        if data.pointer("/strumenti/sina").is_none() {
+            return Vec::new();
+        }
+        let (Some(tenant), Some(pseudonimo), Some(data_valutazione)) =
+            (text(&event["tenant"]), text(&data["assistito"]["pseudonimo"]), text(&data["dataValutazione"]))
+        else {
+            return Vec::new();
+        };
+        return vec![Projection::ValutazioneSina(ValutazioneRow {
+            tenant,
+            pseudonimo,
+            data_valutazione,
+            event_id: id.to_string(),
+        })];
+    }
+    if !event_type.starts_with("it.lombardia.csi.progetto.approvato.") {
+        return Vec::new();
+    }
+    let (Some(tenant), Some(id_progetto), Some(pseudonimo), Some(dal), Some(al)) = (
+        text(&event["tenant"]),
+        text(&data["idProgetto"]),
+        text(&data["beneficiario"]["pseudonimo"]),
+        text(&data["periodo"]["dal"]),
+        text(&data["periodo"]["al"]),
+    ) else {
+        return Vec::new();
+    };
+    vec![Projection::Progetto(ProgettoRow {
+        tenant,
+        id_progetto,
+        pseudonimo,
+        codice_fiscale: text(&data["beneficiario"]["codiceFiscale"]),
+        dal,
+        al,
+        interventi: data["interventi"].clone(),
+        event_id: id.to_string(),
+    })]
+}
+
+/// One event's check result: the parsed event, or every rule it breaks.
+pub type Checked = Result<Value, Vec<FieldError>>;
+
+/// Parses and validates `body` without storing anything: what `csi-gateway validate` shows, and
+/// the first step of every ingest.
+pub fn check(
+    contracts: &Contracts,
+    limits: &LimitsConfig,
+    body: &[u8],
+    mode: Mode,
+) -> Result<Vec<Checked>, IngestError> {
+    let events = parse(body, mode, limits)?;
+    Ok(events
+        .into_iter()
+        .map(|ev| {
+            let errors = contracts.validate(&ev);
+            if errors.is_empty() {
+                Ok(ev)
+            } else {
+                Err(errors)
+            }
+        })
+        .collect())
+}
+
+/// Parses a single event or a batch, enforcing depth and string limits before and after parsing.
+pub fn parse(body: &[u8], mode: Mode, limits: &LimitsConfig) -> Result<Vec<Value>, IngestError> {
+    check_depth(body, limits.max_depth)?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        IngestError::Malformed(vec![FieldError::new(
+            "",
+            "json",
+            format!("body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+        )])
+    })?;
+    let events = match (mode, value) {
+        (Mode::Single, v @ Value::Object(_)) => vec![v],
+        (Mode::Batch, Value::Array(items)) => items,
+        (Mode::Single, _) => {
+            return Err(IngestError::Malformed(vec![FieldError::new(
+                "",
+                "type",
+                "a single event must be a JSON object (send arrays as application/cloudevents-batch+json)",
+            )]))
+        }
+        (Mode::Batch, _) => {
+            return Err(IngestError::Malformed(vec![FieldError::new(
+                "",
+                "type",
+                "a batch must be a JSON array of events",
+            )]))
+        }
+    };
+    if events.len() > limits.max_batch {
+        return Err(IngestError::BatchTooLarge { got: events.len(), max: limits.max_batch });
+    }
+    if events.is_empty() {
+        return Err(IngestError::Malformed(vec![FieldError::new("", "minItems", "the batch is empty")]));
+    }
+    let mut errors = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let prefix = if mode == Mode::Batch { format!("/{i}") } else { String::new() };
+        long_strings(ev, &mut prefix.clone(), limits.max_string_chars, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(IngestError::Malformed(errors));
+    }
+    Ok(events)
+}
+
+fn check_depth(body: &[u8], max: usize) -> Result<(), IngestError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, &b) in body.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(IngestError::Malformed(vec![FieldError::new(
+                        "",
+                        "max_depth",
+                        format!("JSON nesting deeper than {max} levels (at byte {offset})"),
+                    )]));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn long_strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError>) {
+    let len = path.len();
+    match v {
+        Value::String(s) if s.chars().count() > max => errors.push(FieldError::new(
+            path.clone(),
+            "max_string_chars",
+            format!("string of {} characters exceeds the limit of {max}", s.chars().count()),
+        )),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push_str(&format!("/{i}"));
+                long_strings(item, path, max, errors);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                if k.chars().count() > max {
+                    errors.push(FieldError::new(path.clone(), "max_string_chars", "property name too long"));
+                }
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                long_strings(item, path, max, errors);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_limit_is_enforced_before_parsing() {
+        let limits = LimitsConfig { max_depth: 4, ..Default::default() };
+        let deep = "[".repeat(5) + &"]".repeat(5);
+        let err = parse(deep.as_bytes(), Mode::Batch, &limits).unwrap_err();
+        assert!(matches!(err, IngestError::Malformed(ref e) if e[0].rule == "max_depth"), "{err:?}");
+        // Brackets inside strings do not count.
+        let ok = r#"{"a": "[[[[[[[[[["}"#;
+        assert!(parse(ok.as_bytes(), Mode::Single, &limits).is_ok());
+    }
+
+    #[test]
+    fn long_strings_are_named_by_pointer() {
+        let limits = LimitsConfig { max_string_chars: 3, ..Default::default() };
+        let err = parse(br#"[{"a": {"b": "toolong"}}]"#, Mode::Batch, &limits).unwrap_err();
+        match err {
+            IngestError::Malformed(e) => assert_eq!(e[0].pointer, "/0/a/b"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

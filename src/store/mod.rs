@@ -1,0 +1,353 @@
+//! Durability: the [`Store`] (events, idempotency keys, audit) and the [`Queue`] (per-destination
+//! delivery state). The pipeline sees only these traits; embedded mode implements both on one
+//! SQLite file ([`sqlite::SqliteStore`]), so that an event, its deliveries and its audit records
+//! commit in one transaction (the outbox is the queue). A cluster backend implements the same
+//! traits on PostgreSQL and a broker.
+//!
+//! Invariant: the only place durability lives is here.
+
+pub mod siuss;
+pub mod sqlite;
+
+use csi_gateway_sdk::BoxFuture;
+use serde::Serialize;
+
+use crate::audit::{Entry, Record, Verification};
+
+/// A failure of the storage engine itself.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A validated, authorized, routed event ready to be made durable.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub tenant: String,
+    pub subject: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+    /// The CloudEvent as it will be delivered.
+    pub body: Vec<u8>,
+    pub digest: String,
+    pub destinations: Vec<String>,
+    /// The publishing client.
+    pub actor: String,
+    /// Read models updated in the same commit when the event is new.
+    pub projections: Vec<Projection>,
+}
+
+/// A read model derived from an accepted event, written in the same transaction.
+#[derive(Debug, Clone)]
+pub enum Projection {
+    /// The active progetto of a beneficiary (from `progetto.approvato`).
+    Progetto(ProgettoRow),
+    /// A cooperative's delivery (from the coop adapter), keyed for corrections and monthly totals.
+    CoopDelivery(CoopDeliveryRow),
+    /// The latest persona of a beneficiary (from `persona.registrata`).
+    Persona(siuss::PersonaRow),
+    /// The latest valutazione with a SINA assessment (from `valutazione.registrata`).
+    ValutazioneSina(siuss::ValutazioneRow),
+}
+
+/// An approved progetto as the coop checks need it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ProgettoRow {
+    pub tenant: String,
+    pub id_progetto: String,
+    pub pseudonimo: String,
+    pub codice_fiscale: Option<String>,
+    pub dal: String,
+    pub al: String,
+    /// The `interventi` array of the event, as JSON.
+    pub interventi: serde_json::Value,
+    pub event_id: String,
+}
+
+/// One accepted cooperative delivery.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct CoopDeliveryRow {
+    pub tenant: String,
+    /// Idempotency key of the delivery (the cooperative's record id, or a content key).
+    pub key: String,
+    pub cooperativa: String,
+    pub id_progetto: String,
+    pub pseudonimo: String,
+    pub tipo_servizio: String,
+    pub codice_prestazione: String,
+    pub denominazione: String,
+    pub area_utenza: String,
+    /// `YYYY-MM-DD`.
+    pub data: String,
+    /// `YYYY-MM`.
+    pub mese: String,
+    pub minuti: i64,
+    pub importo_cents: i64,
+    pub quota_utente_cents: i64,
+    /// Why the delivery was accepted flagged for the social worker, if it was.
+    pub flag: Option<String>,
+    pub event_id: String,
+    pub upload_id: Option<String>,
+    /// Digest of the delivery's content, to tell a correction from a re-send.
+    pub digest: String,
+}
+
+/// What became of one submitted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Stored now, under this id.
+    New(String),
+    /// Same `(source, idempotencykey)` seen before: the original event's id.
+    Duplicate(String),
+}
+
+impl Acceptance {
+    pub fn id(&self) -> &str {
+        match self {
+            Acceptance::New(id) | Acceptance::Duplicate(id) => id,
+        }
+    }
+}
+
+/// A delivery claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub delivery_id: i64,
+    pub event_id: String,
+    pub destination: String,
+    pub event_type: String,
+    pub tenant: String,
+    pub idempotency_key: Option<String>,
+    pub body: Vec<u8>,
+    pub digest: String,
+    /// Attempts already made before this one.
+    pub attempts: u32,
+    /// When the current delivery cycle started (acceptance or last replay), ms.
+    pub since: i64,
+}
+
+/// The result of one attempt, as the worker decided it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Delivered { detail: String },
+    Retry { at: i64, error: String },
+    Dead { error: String },
+}
+
+/// A finished attempt to record.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub task: Task,
+    pub started_at: i64,
+    pub outcome: Outcome,
+}
+
+/// One attempt in a timeline.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    /// `delivered`, `retry` or `dead_lettered`.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// Delivery state of an event at one destination.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    pub destination: String,
+    /// `pending`, `in_flight`, `delivered` or `dead_lettered`.
+    pub status: String,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub timeline: Vec<Attempt>,
+}
+
+/// An event as `GET /v1/events/{id}` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventView {
+    pub id: String,
+    pub tenant: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub source: String,
+    pub received_at: String,
+    /// `accepted` (no route), `pending`, `delivered` or `dead_lettered`.
+    pub status: String,
+    pub digest: String,
+    /// The CloudEvent as accepted.
+    pub event: serde_json::Value,
+    pub deliveries: Vec<DeliveryView>,
+    /// What INPS SIUSS made of the event (prestazioni routed to a `siuss` destination).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siuss: Option<siuss::SiussView>,
+}
+
+/// A dead letter: an event that one destination could not take.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadLetter {
+    /// Id to replay it by.
+    pub id: i64,
+    pub event_id: String,
+    pub destination: String,
+    pub tenant: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub dead_at: String,
+    /// The original CloudEvent.
+    pub event: serde_json::Value,
+}
+
+/// Which dead letters to list or replay.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterFilter {
+    pub destination: Option<String>,
+    pub tenant: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// Only dead letters whose event id is one of these (bulk replay).
+    #[serde(default)]
+    pub ids: Option<Vec<i64>>,
+    /// Page size (default 100, max 1000).
+    pub limit: Option<u32>,
+    /// Only ids greater than this (paging cursor).
+    pub after: Option<i64>,
+    /// Tenants the caller may see; filled by the API, not the user.
+    #[serde(skip)]
+    pub allowed_tenants: Option<Vec<String>>,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    pub event_id: Option<String>,
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub tenant: Option<String>,
+    /// Only records after this sequence number (paging cursor).
+    pub after: Option<i64>,
+    /// Page size (default 100, max 1000).
+    pub limit: Option<u32>,
+    #[serde(skip)]
+    pub allowed_tenants: Option<Vec<String>>,
+}
+
+/// Events, idempotency keys and the audit chain.
+pub trait Store: Send + Sync + 'static {
+    /// Makes events durable with their deliveries and audit records, in one commit. Duplicates
+    /// come back as [`Acceptance::Duplicate`] and write nothing but an audit record.
+    fn accept(&self, events: Vec<NewEvent>, audit: Vec<Entry>)
+        -> BoxFuture<'_, StoreResult<Vec<Acceptance>>>;
+    /// Appends audit records (rejections, reads, denials).
+    fn audit(&self, entries: Vec<Entry>) -> BoxFuture<'_, StoreResult<()>>;
+    fn event(&self, id: String) -> BoxFuture<'_, StoreResult<Option<EventView>>>;
+    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxFuture<'_, StoreResult<Vec<DeadLetter>>>;
+    /// Puts matching dead letters back in the queue, keeping event id and idempotency key.
+    fn replay(&self, filter: DeadLetterFilter, actor: String) -> BoxFuture<'_, StoreResult<Vec<DeadLetter>>>;
+    fn audit_page(&self, filter: AuditFilter) -> BoxFuture<'_, StoreResult<Vec<Record>>>;
+    fn audit_verify(&self) -> BoxFuture<'_, StoreResult<Verification>>;
+    /// Whether the store accepts writes now.
+    fn ready(&self) -> BoxFuture<'_, StoreResult<()>>;
+}
+
+/// A stored upload report (coop adapter).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct UploadRecord {
+    pub id: String,
+    pub tenant: String,
+    pub client: String,
+    pub mapping: String,
+    pub created_at: i64,
+    /// The report as JSON (summary and per-row outcomes).
+    pub report: serde_json::Value,
+}
+
+/// Read models and adapter state kept beside the events.
+pub trait Projections: Send + Sync + 'static {
+    fn progetto(
+        &self,
+        tenant: String,
+        id_progetto: String,
+    ) -> BoxFuture<'_, StoreResult<Option<ProgettoRow>>>;
+    /// Active progetti of a beneficiary (by pseudonym or codice fiscale) on a date.
+    fn progetti_of(
+        &self,
+        tenant: String,
+        who: String,
+        date: String,
+    ) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>>;
+    /// Minutes already accepted for a progetto, service and month.
+    fn month_minutes(
+        &self,
+        tenant: String,
+        id_progetto: String,
+        tipo_servizio: String,
+        mese: String,
+    ) -> BoxFuture<'_, StoreResult<i64>>;
+    /// The deliveries stored under these keys.
+    fn coop_deliveries(
+        &self,
+        tenant: String,
+        keys: Vec<String>,
+    ) -> BoxFuture<'_, StoreResult<Vec<CoopDeliveryRow>>>;
+    /// Every delivery of a tenant and month (for the monthly close), optionally of one cooperative.
+    fn coop_month(
+        &self,
+        tenant: String,
+        mese: String,
+        cooperativa: Option<String>,
+    ) -> BoxFuture<'_, StoreResult<Vec<CoopDeliveryRow>>>;
+    fn save_upload(&self, upload: UploadRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn upload(&self, id: String) -> BoxFuture<'_, StoreResult<Option<UploadRecord>>>;
+}
+
+/// Per-destination delivery queue.
+pub trait Queue: Send + Sync + 'static {
+    /// Claims up to `limit` due deliveries for `destination`, leased for `lease_ms`.
+    fn claim(
+        &self,
+        destination: String,
+        limit: usize,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<Vec<Task>>>;
+    /// Records finished attempts and their audit records.
+    fn complete(&self, done: Vec<Completion>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Deliveries waiting or in flight, per destination.
+    fn depth(&self) -> BoxFuture<'_, StoreResult<Vec<(String, i64)>>>;
+    /// Wakes when new work may be due (new events, replays).
+    fn notified(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// RFC 3339 text of a millisecond timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

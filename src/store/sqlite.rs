@@ -1,0 +1,1093 @@
+//! Embedded mode: events, queue state, idempotency keys and audit in one SQLite file (WAL,
+//! `synchronous=FULL`).
+//!
+//! All writes go through one writer thread that takes every request waiting at that moment and
+//! commits them in a single transaction (group commit): concurrent requests share the cost of the
+//! fsync, and the audit chain stays linear because only this thread appends to it. Reads use their
+//! own connections and never wait for the writer.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use csi_gateway_sdk::BoxFuture;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::{oneshot, Notify};
+
+use super::*;
+use crate::audit::{self, Action, Entry, Record, Verification, Verifier};
+
+mod siuss;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    id              TEXT PRIMARY KEY,
+    source          TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    tenant          TEXT NOT NULL,
+    subject         TEXT,
+    idempotency_key TEXT,
+    correlation_id  TEXT,
+    received_at     INTEGER NOT NULL,
+    digest          TEXT NOT NULL,
+    body            BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    source   TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        TEXT NOT NULL REFERENCES events(id),
+    destination     TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    since           INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER,
+    last_error      TEXT,
+    updated_at      INTEGER NOT NULL,
+    UNIQUE (event_id, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+    attempt     INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+CREATE TABLE IF NOT EXISTS audit (
+    seq         INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    tenant      TEXT,
+    event_id    TEXT,
+    destination TEXT,
+    digest      TEXT,
+    detail      TEXT,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_event ON audit (event_id);
+CREATE TABLE IF NOT EXISTS progetti (
+    tenant         TEXT NOT NULL,
+    id_progetto    TEXT NOT NULL,
+    pseudonimo     TEXT NOT NULL,
+    codice_fiscale TEXT,
+    dal            TEXT NOT NULL,
+    al             TEXT NOT NULL,
+    interventi     TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    PRIMARY KEY (tenant, id_progetto)
+);
+CREATE INDEX IF NOT EXISTS progetti_pseudonimo ON progetti (tenant, pseudonimo);
+CREATE INDEX IF NOT EXISTS progetti_cf ON progetti (tenant, codice_fiscale);
+CREATE TABLE IF NOT EXISTS coop_deliveries (
+    tenant             TEXT NOT NULL,
+    key                TEXT NOT NULL,
+    cooperativa        TEXT NOT NULL,
+    id_progetto        TEXT NOT NULL,
+    pseudonimo         TEXT NOT NULL,
+    tipo_servizio      TEXT NOT NULL,
+    codice_prestazione TEXT NOT NULL,
+    denominazione      TEXT NOT NULL,
+    area_utenza        TEXT NOT NULL,
+    data               TEXT NOT NULL,
+    mese               TEXT NOT NULL,
+    minuti             INTEGER NOT NULL,
+    importo_cents      INTEGER NOT NULL,
+    quota_utente_cents INTEGER NOT NULL,
+    flag               TEXT,
+    event_id           TEXT NOT NULL,
+    upload_id          TEXT,
+    digest             TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+CREATE INDEX IF NOT EXISTS coop_month ON coop_deliveries (tenant, mese, id_progetto, tipo_servizio);
+CREATE TABLE IF NOT EXISTS coop_uploads (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    client     TEXT NOT NULL,
+    mapping    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    report     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+    one  INTEGER PRIMARY KEY CHECK (one = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+"#;
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+enum Op {
+    Accept(Vec<NewEvent>, Vec<Entry>, Reply<Vec<Acceptance>>),
+    Audit(Vec<Entry>, Reply<()>),
+    Claim(String, usize, i64, Reply<Vec<Task>>),
+    Complete(Vec<Completion>, Reply<()>),
+    Replay(DeadLetterFilter, String, Reply<Vec<DeadLetter>>),
+    SaveUpload(Box<UploadRecord>, Reply<()>),
+    Siuss(siuss::WriteOp, Reply<siuss::WriteAnswer>),
+}
+
+/// The embedded store and queue.
+pub struct SqliteStore {
+    writer: mpsc::SyncSender<Op>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: std::sync::atomic::AtomicUsize,
+    notify: Arc<Notify>,
+}
+
+fn open(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating when absent) `gateway.db` in `data_dir`, and hands every delivery that was
+    /// in flight when the previous process stopped back to the queue.
+    pub fn open(data_dir: &Path) -> StoreResult<Arc<Self>> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        let path = data_dir.join("gateway.db");
+        let conn = open(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(siuss::SCHEMA)?;
+        // Embedded mode has one process per file: whatever was in flight died with the last one.
+        conn.execute(
+            "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'in_flight'",
+            [],
+        )?;
+        let head: Option<(i64, String)> = conn
+            .query_row("SELECT seq, hash FROM audit_head WHERE one = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let readers = Arc::new((0..4).map(|_| open(&path).map(Mutex::new)).collect::<StoreResult<Vec<_>>>()?);
+        let notify = Arc::new(Notify::new());
+        let (tx, rx) = mpsc::sync_channel::<Op>(4096);
+        let mut writer = Writer { conn, head: head.unwrap_or((0, audit::GENESIS.to_string())) };
+        let wake = notify.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx, wake))
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(Arc::new(Self { writer: tx, readers, next_reader: Default::default(), notify }))
+    }
+
+    fn submit<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Op) -> BoxFuture<'_, StoreResult<T>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.writer.clone();
+        let op = make(tx);
+        Box::pin(async move {
+            let stopped = || StoreError("store writer has stopped".into());
+            match sent.try_send(op) {
+                Ok(()) => {}
+                // The channel is bounded: when the writer is saturated, back-pressure reaches the caller.
+                Err(mpsc::TrySendError::Full(op)) => {
+                    let delivered = tokio::task::spawn_blocking(move || sent.send(op).is_ok())
+                        .await
+                        .map_err(|e| StoreError(e.to_string()))?;
+                    if !delivered {
+                        return Err(stopped());
+                    }
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+            }
+            rx.await.map_err(|_| stopped())?
+        })
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> BoxFuture<'_, StoreResult<T>> {
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        let readers = self.readers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = readers[i].lock().map_err(|_| StoreError("reader poisoned".into()))?;
+                f(&conn)
+            })
+            .await
+            .map_err(|e| StoreError(e.to_string()))?
+        })
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    head: (i64, String),
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Op>, notify: Arc<Notify>) {
+        while let Ok(first) = rx.recv() {
+            let mut ops = vec![first];
+            while ops.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            let head_before = self.head.clone();
+            let result = self.apply_all(&mut ops);
+            let wake = ops.iter().any(|op| matches!(op, Op::Accept(..) | Op::Replay(..)));
+            match result {
+                Ok(replies) => {
+                    for (op, reply) in ops.into_iter().zip(replies) {
+                        op.answer(Ok(reply));
+                    }
+                    if wake {
+                        notify.notify_waiters();
+                    }
+                }
+                Err(e) => {
+                    self.head = head_before;
+                    tracing::error!(error = %e, "store transaction failed; every request in it is answered with the error");
+                    for op in ops {
+                        op.answer(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_all(&mut self, ops: &mut [Op]) -> StoreResult<Vec<Answer>> {
+        let tx = self.conn.transaction()?;
+        let mut head = self.head.clone();
+        let mut answers = Vec::with_capacity(ops.len());
+        for op in ops.iter_mut() {
+            answers.push(apply(&tx, &mut head, op)?);
+        }
+        if head.0 != self.head.0 {
+            tx.execute(
+                "INSERT INTO audit_head (one, seq, hash) VALUES (1, ?1, ?2)
+                 ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                params![head.0, head.1],
+            )?;
+        }
+        tx.commit()?;
+        self.head = head;
+        Ok(answers)
+    }
+}
+
+enum Answer {
+    Accept(Vec<Acceptance>),
+    Unit,
+    Claim(Vec<Task>),
+    Replay(Vec<DeadLetter>),
+    Siuss(siuss::WriteAnswer),
+}
+
+impl Op {
+    fn answer(self, result: StoreResult<Answer>) {
+        // A caller that went away (client disconnected) no longer needs the answer: ignoring the
+        // send error is right, the work is committed either way.
+        match (self, result) {
+            (Op::Accept(_, _, r), Ok(Answer::Accept(v))) => drop(r.send(Ok(v))),
+            (Op::Audit(_, r), Ok(_)) | (Op::Complete(_, r), Ok(_)) | (Op::SaveUpload(_, r), Ok(_)) => {
+                drop(r.send(Ok(())))
+            }
+            (Op::Claim(_, _, _, r), Ok(Answer::Claim(v))) => drop(r.send(Ok(v))),
+            (Op::Replay(_, _, r), Ok(Answer::Replay(v))) => drop(r.send(Ok(v))),
+            (Op::Siuss(_, r), Ok(Answer::Siuss(v))) => drop(r.send(Ok(v))),
+            (op, Ok(_)) => op.answer(Err(StoreError("internal: mismatched answer".into()))),
+            (Op::Accept(_, _, r), Err(e)) => drop(r.send(Err(e))),
+            (Op::Audit(_, r), Err(e)) | (Op::Complete(_, r), Err(e)) | (Op::SaveUpload(_, r), Err(e)) => {
+                drop(r.send(Err(e)))
+            }
+            (Op::Claim(_, _, _, r), Err(e)) => drop(r.send(Err(e))),
+            (Op::Replay(_, _, r), Err(e)) => drop(r.send(Err(e))),
+            (Op::Siuss(_, r), Err(e)) => drop(r.send(Err(e))),
+        }
+    }
+}
+
+fn append(tx: &Transaction<'_>, head: &mut (i64, String), e: &Entry, ts: i64) -> StoreResult<()> {
+    let seq = head.0 + 1;
+    let hash = audit::hash_of(&head.1, seq, ts, e);
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO audit (seq, ts, action, actor, tenant, event_id, destination, digest, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    stmt.execute(params![
+        seq,
+        ts,
+        e.action.as_str(),
+        e.actor,
+        e.tenant,
+        e.event_id,
+        e.destination,
+        e.digest,
+        e.detail,
+        head.1,
+        hash
+    ])?;
+    *head = (seq, hash);
+    Ok(())
+}
+
+fn apply(tx: &Transaction<'_>, head: &mut (i64, String), op: &mut Op) -> StoreResult<Answer> {
+    let now = now_ms();
+    match op {
+        Op::Accept(events, entries, _) => {
+            for e in entries.iter() {
+                append(tx, head, e, now)?;
+            }
+            let mut out = Vec::with_capacity(events.len());
+            for ev in events.iter() {
+                out.push(accept_one(tx, head, ev, now)?);
+            }
+            Ok(Answer::Accept(out))
+        }
+        Op::Audit(entries, _) => {
+            for e in entries.iter() {
+                append(tx, head, e, now)?;
+            }
+            Ok(Answer::Unit)
+        }
+        Op::Claim(destination, limit, lease_ms, _) => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'in_flight', lease_until = ?3, updated_at = ?2
+                 WHERE id IN (SELECT id FROM deliveries
+                              WHERE destination = ?1
+                                AND ((status = 'pending' AND next_attempt_at <= ?2)
+                                     OR (status = 'in_flight' AND lease_until <= ?2))
+                              ORDER BY next_attempt_at, id LIMIT ?4)
+                 RETURNING id",
+            )?;
+            let ids: Vec<i64> = stmt
+                .query_map(params![&*destination, now, now + *lease_ms, *limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut load = tx.prepare_cached(
+                "SELECT d.id, d.event_id, d.destination, e.type, e.tenant, e.idempotency_key, e.body,
+                        e.digest, d.attempts, d.since
+                 FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1",
+            )?;
+            let mut tasks = Vec::with_capacity(ids.len());
+            for id in ids {
+                tasks.push(load.query_row([id], |r| {
+                    Ok(Task {
+                        delivery_id: r.get(0)?,
+                        event_id: r.get(1)?,
+                        destination: r.get(2)?,
+                        event_type: r.get(3)?,
+                        tenant: r.get(4)?,
+                        idempotency_key: r.get(5)?,
+                        body: r.get(6)?,
+                        digest: r.get(7)?,
+                        attempts: r.get(8)?,
+                        since: r.get(9)?,
+                    })
+                })?);
+            }
+            tasks.sort_by_key(|t| t.delivery_id);
+            Ok(Answer::Claim(tasks))
+        }
+        Op::SaveUpload(u, _) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO coop_uploads (id, tenant, client, mapping, created_at, report)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                u.id,
+                u.tenant,
+                u.client,
+                u.mapping,
+                u.created_at,
+                u.report.to_string()
+            ])?;
+            Ok(Answer::Unit)
+        }
+        Op::Complete(done, _) => {
+            for c in done.iter() {
+                complete_one(tx, head, c, now)?;
+            }
+            Ok(Answer::Unit)
+        }
+        Op::Siuss(w, _) => Ok(Answer::Siuss(siuss::apply(tx, head, w, now)?)),
+        Op::Replay(filter, actor, _) => {
+            let letters = select_dead_letters(tx, filter)?;
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, since = ?2, next_attempt_at = ?2,
+                        lease_until = NULL, updated_at = ?2
+                 WHERE id = ?1 AND status = 'dead'",
+            )?;
+            for dl in &letters {
+                stmt.execute(params![dl.id, now])?;
+                let e = Entry::new(Action::Replayed, actor.as_str())
+                    .tenant(&dl.tenant)
+                    .event(&dl.event_id)
+                    .destination(&dl.destination);
+                append(tx, head, &e, now)?;
+            }
+            Ok(Answer::Replay(letters))
+        }
+    }
+}
+
+fn accept_one(
+    tx: &Transaction<'_>,
+    head: &mut (i64, String),
+    ev: &NewEvent,
+    now: i64,
+) -> StoreResult<Acceptance> {
+    if let Some(key) = &ev.idempotency_key {
+        let mut find =
+            tx.prepare_cached("SELECT event_id FROM idempotency WHERE source = ?1 AND key = ?2")?;
+        let original: Option<String> = find.query_row(params![ev.source, key], |r| r.get(0)).optional()?;
+        if let Some(original) = original {
+            let e = Entry::new(Action::Duplicate, ev.actor.as_str())
+                .tenant(&ev.tenant)
+                .event(&original)
+                .digest(&ev.digest)
+                .detail("same source and idempotencykey: original id returned, nothing stored");
+            append(tx, head, &e, now)?;
+            return Ok(Acceptance::Duplicate(original));
+        }
+        tx.prepare_cached("INSERT INTO idempotency (source, key, event_id) VALUES (?1, ?2, ?3)")?
+            .execute(params![ev.source, key, ev.id])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO events (id, source, type, tenant, subject, idempotency_key, correlation_id, received_at, digest, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        ev.id,
+        ev.source,
+        ev.event_type,
+        ev.tenant,
+        ev.subject,
+        ev.idempotency_key,
+        ev.correlation_id,
+        now,
+        ev.digest,
+        ev.body
+    ])?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)
+         VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3)",
+    )?;
+    for d in &ev.destinations {
+        ins.execute(params![ev.id, d, now])?;
+    }
+    for p in &ev.projections {
+        project(tx, head, ev, p, now)?;
+    }
+    let detail = if ev.destinations.is_empty() {
+        "no route matches: stored, not delivered".to_string()
+    } else {
+        format!("routed to {}", ev.destinations.join(", "))
+    };
+    let e = Entry::new(Action::Accepted, ev.actor.as_str())
+        .tenant(&ev.tenant)
+        .event(&ev.id)
+        .digest(&ev.digest)
+        .detail(detail);
+    append(tx, head, &e, now)?;
+    Ok(Acceptance::New(ev.id.clone()))
+}
+
+fn project(
+    tx: &Transaction<'_>,
+    head: &mut (i64, String),
+    ev: &NewEvent,
+    p: &Projection,
+    now: i64,
+) -> StoreResult<()> {
+    match p {
+        Projection::Progetto(r) => {
+            tx.prepare_cached(
+                "INSERT INTO progetti (tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (tenant, id_progetto) DO UPDATE SET pseudonimo = excluded.pseudonimo,
+                    codice_fiscale = excluded.codice_fiscale, dal = excluded.dal, al = excluded.al,
+                    interventi = excluded.interventi, event_id = excluded.event_id",
+            )?
+            .execute(params![
+                r.tenant,
+                r.id_progetto,
+                r.pseudonimo,
+                r.codice_fiscale,
+                r.dal,
+                r.al,
+                r.interventi.to_string(),
+                r.event_id
+            ])?;
+        }
+        Projection::Persona(r) => siuss::project_persona(tx, r, now)?,
+        Projection::ValutazioneSina(r) => siuss::project_valutazione(tx, r)?,
+        Projection::CoopDelivery(r) => {
+            let previous: Option<String> = tx
+                .prepare_cached("SELECT event_id FROM coop_deliveries WHERE tenant = ?1 AND key = ?2")?
+                .query_row(params![r.tenant, r.key], |row| row.get(0))
+                .optional()?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
+                    tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
+                    importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )?
+            .execute(params![
+                r.tenant,
+                r.key,
+                r.cooperativa,
+                r.id_progetto,
+                r.pseudonimo,
+                r.tipo_servizio,
+                r.codice_prestazione,
+                r.denominazione,
+                r.area_utenza,
+                r.data,
+                r.mese,
+                r.minuti,
+                r.importo_cents,
+                r.quota_utente_cents,
+                r.flag,
+                r.event_id,
+                r.upload_id,
+                r.digest
+            ])?;
+            if let Some(old) = previous {
+                let e = Entry::new(Action::Corrected, ev.actor.as_str())
+                    .tenant(&r.tenant)
+                    .event(&r.event_id)
+                    .digest(&r.digest)
+                    .detail(format!("delivery {} corrected: replaces event {old}", r.key));
+                append(tx, head, &e, now)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn complete_one(tx: &Transaction<'_>, head: &mut (i64, String), c: &Completion, now: i64) -> StoreResult<()> {
+    let t = &c.task;
+    let attempt = t.attempts + 1;
+    let (status, next, error, action, label, detail) = match &c.outcome {
+        Outcome::Delivered { detail } => {
+            ("delivered", now, None, Action::Delivered, "delivered", detail.clone())
+        }
+        Outcome::Retry { at, error } => {
+            ("pending", *at, Some(error.clone()), Action::Retried, "retry", error.clone())
+        }
+        Outcome::Dead { error } => {
+            ("dead", now, Some(error.clone()), Action::DeadLettered, "dead_lettered", error.clone())
+        }
+    };
+    tx.prepare_cached(
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, lease_until = NULL,
+                last_error = COALESCE(?5, last_error), updated_at = ?6
+         WHERE id = ?1",
+    )?
+    .execute(params![t.delivery_id, status, attempt, next, error, now])?;
+    tx.prepare_cached(
+        "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![t.delivery_id, attempt, c.started_at, now, label, detail])?;
+    let e = Entry::new(action, "gateway")
+        .tenant(&t.tenant)
+        .event(&t.event_id)
+        .destination(&t.destination)
+        .digest(&t.digest)
+        .detail(format!("attempt {attempt}: {}", audit_summary(&detail)));
+    append(tx, head, &e, now)
+}
+
+/// The part of an adapter's reason fit for the audit: the classification and the status line,
+/// never a receiver's response body (which may echo payload data).
+fn audit_summary(reason: &str) -> String {
+    reason.split(": ").take(2).collect::<Vec<_>>().join(": ").chars().take(120).collect()
+}
+
+fn select_dead_letters(conn: &Connection, f: &DeadLetterFilter) -> StoreResult<Vec<DeadLetter>> {
+    let limit = f.limit.unwrap_or(100).clamp(1, 1000) as i64;
+    let ids_json = f.ids.as_ref().map(|ids| serde_json::to_string(ids).unwrap_or_default());
+    let tenants_json = f.allowed_tenants.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default());
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.event_id, d.destination, e.tenant, e.type, d.attempts, COALESCE(d.last_error, ''),
+                d.updated_at, e.body
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.status = 'dead'
+           AND (?1 IS NULL OR d.destination = ?1)
+           AND (?2 IS NULL OR e.tenant = ?2)
+           AND (?3 IS NULL OR e.type = ?3)
+           AND (?4 IS NULL OR d.id IN (SELECT value FROM json_each(?4)))
+           AND (?5 IS NULL OR e.tenant IN (SELECT value FROM json_each(?5)))
+           AND d.id > ?6
+         ORDER BY d.id LIMIT ?7",
+    )?;
+    let rows = stmt.query_map(
+        params![f.destination, f.tenant, f.event_type, ids_json, tenants_json, f.after.unwrap_or(0), limit],
+        |r| {
+            let body: Vec<u8> = r.get(8)?;
+            Ok(DeadLetter {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                destination: r.get(2)?,
+                tenant: r.get(3)?,
+                event_type: r.get(4)?,
+                attempts: r.get(5)?,
+                last_error: r.get(6)?,
+                dead_at: rfc3339(r.get(7)?),
+                event: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Store for SqliteStore {
+    fn accept(
+        &self,
+        events: Vec<NewEvent>,
+        audit: Vec<Entry>,
+    ) -> BoxFuture<'_, StoreResult<Vec<Acceptance>>> {
+        self.submit(|r| Op::Accept(events, audit, r))
+    }
+
+    fn audit(&self, entries: Vec<Entry>) -> BoxFuture<'_, StoreResult<()>> {
+        self.submit(|r| Op::Audit(entries, r))
+    }
+
+    fn event(&self, id: String) -> BoxFuture<'_, StoreResult<Option<EventView>>> {
+        self.read(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT id, tenant, type, source, received_at, digest, body FROM events WHERE id = ?1",
+                    [&id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, Vec<u8>>(6)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((id, tenant, event_type, source, received_at, digest, body)) = row else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, destination, status, attempts, next_attempt_at, last_error
+                 FROM deliveries WHERE event_id = ?1 ORDER BY destination",
+            )?;
+            let mut deliveries = stmt
+                .query_map([&id], |r| {
+                    let status: String = r.get(2)?;
+                    let next: i64 = r.get(4)?;
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        DeliveryView {
+                            destination: r.get(1)?,
+                            next_attempt_at: (status == "pending").then(|| rfc3339(next)),
+                            status: if status == "dead" { "dead_lettered".into() } else { status },
+                            attempts: r.get(3)?,
+                            last_error: r.get(5)?,
+                            timeline: Vec::new(),
+                        },
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut att = conn.prepare_cached(
+                "SELECT attempt, started_at, finished_at, outcome, detail FROM attempts
+                 WHERE delivery_id = ?1 ORDER BY rowid",
+            )?;
+            for (did, view) in deliveries.iter_mut() {
+                view.timeline = att
+                    .query_map([*did], |r| {
+                        Ok(Attempt {
+                            attempt: r.get(0)?,
+                            started_at: rfc3339(r.get(1)?),
+                            finished_at: rfc3339(r.get(2)?),
+                            outcome: r.get(3)?,
+                            detail: r.get(4)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+            }
+            let deliveries: Vec<DeliveryView> = deliveries.into_iter().map(|(_, v)| v).collect();
+            let status = if deliveries.is_empty() {
+                "accepted"
+            } else if deliveries.iter().any(|d| d.status == "dead_lettered") {
+                "dead_lettered"
+            } else if deliveries.iter().all(|d| d.status == "delivered") {
+                "delivered"
+            } else {
+                "pending"
+            };
+            let siuss = siuss::view(conn, &id)?;
+            Ok(Some(EventView {
+                id,
+                tenant,
+                event_type,
+                source,
+                received_at: rfc3339(received_at),
+                status: status.into(),
+                digest,
+                event: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                siuss,
+                deliveries,
+            }))
+        })
+    }
+
+    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxFuture<'_, StoreResult<Vec<DeadLetter>>> {
+        self.read(move |conn| select_dead_letters(conn, &filter))
+    }
+
+    fn replay(&self, filter: DeadLetterFilter, actor: String) -> BoxFuture<'_, StoreResult<Vec<DeadLetter>>> {
+        self.submit(|r| Op::Replay(filter, actor, r))
+    }
+
+    fn audit_page(&self, f: AuditFilter) -> BoxFuture<'_, StoreResult<Vec<Record>>> {
+        self.read(move |conn| {
+            let limit = f.limit.unwrap_or(100).clamp(1, 1000) as i64;
+            let tenants_json =
+                f.allowed_tenants.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default());
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, ts, action, actor, tenant, event_id, destination, digest, detail, prev_hash, hash
+                 FROM audit
+                 WHERE seq > ?1 AND (?2 IS NULL OR event_id = ?2) AND (?3 IS NULL OR action = ?3)
+                   AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR tenant = ?5)
+                   AND (?6 IS NULL OR tenant IN (SELECT value FROM json_each(?6)))
+                 ORDER BY seq LIMIT ?7",
+            )?;
+            let rows = stmt.query_map(
+                params![f.after.unwrap_or(0), f.event_id, f.action, f.actor, f.tenant, tenants_json, limit],
+                record_from_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn audit_verify(&self) -> BoxFuture<'_, StoreResult<Verification>> {
+        self.read(verify_chain)
+    }
+
+    fn ready(&self) -> BoxFuture<'_, StoreResult<()>> {
+        self.submit(|r| Op::Audit(Vec::new(), r))
+    }
+}
+
+/// Verifies the audit chain of an open database.
+pub fn verify_chain(conn: &Connection) -> StoreResult<Verification> {
+    let head: Option<(i64, String)> = conn
+        .query_row("SELECT seq, hash FROM audit_head WHERE one = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, ts, action, actor, tenant, event_id, destination, digest, detail, prev_hash, hash
+         FROM audit ORDER BY rowid",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut v = Verifier::default();
+    while let Some(row) = rows.next()? {
+        if !v.feed(&record_from_row(row)?) {
+            break;
+        }
+    }
+    Ok(v.finish(head))
+}
+
+/// Verifies the audit chain of the store in `data_dir` without writing to it (safe while a
+/// gateway is running on it).
+pub fn verify_offline(data_dir: &Path) -> StoreResult<Verification> {
+    let path = data_dir.join("gateway.db");
+    if !path.exists() {
+        return Err(StoreError(format!("no store at {}", path.display())));
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    verify_chain(&conn)
+}
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        seq: r.get(0)?,
+        ts: r.get(1)?,
+        action: r.get(2)?,
+        actor: r.get(3)?,
+        tenant: r.get(4)?,
+        event_id: r.get(5)?,
+        destination: r.get(6)?,
+        digest: r.get(7)?,
+        detail: r.get(8)?,
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
+fn progetto_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProgettoRow> {
+    let interventi: String = r.get(6)?;
+    Ok(ProgettoRow {
+        tenant: r.get(0)?,
+        id_progetto: r.get(1)?,
+        pseudonimo: r.get(2)?,
+        codice_fiscale: r.get(3)?,
+        dal: r.get(4)?,
+        al: r.get(5)?,
+        interventi: serde_json::from_str(&interventi).unwrap_or_default(),
+        event_id: r.get(7)?,
+    })
+}
+
+fn coop_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CoopDeliveryRow> {
+    Ok(CoopDeliveryRow {
+        tenant: r.get(0)?,
+        key: r.get(1)?,
+        cooperativa: r.get(2)?,
+        id_progetto: r.get(3)?,
+        pseudonimo: r.get(4)?,
+        tipo_servizio: r.get(5)?,
+        codice_prestazione: r.get(6)?,
+        denominazione: r.get(7)?,
+        area_utenza: r.get(8)?,
+        data: r.get(9)?,
+        mese: r.get(10)?,
+        minuti: r.get(11)?,
+        importo_cents: r.get(12)?,
+        quota_utente_cents: r.get(13)?,
+        flag: r.get(14)?,
+        event_id: r.get(15)?,
+        upload_id: r.get(16)?,
+        digest: r.get(17)?,
+    })
+}
+
+const PROGETTO_COLUMNS: &str =
+    "tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id";
+const COOP_COLUMNS: &str = "tenant, key, cooperativa, id_progetto, pseudonimo, tipo_servizio, codice_prestazione,
+    denominazione, area_utenza, data, mese, minuti, importo_cents, quota_utente_cents, flag, event_id, upload_id, digest";
+
+impl Projections for SqliteStore {
+    fn progetto(
+        &self,
+        tenant: String,
+        id_progetto: String,
+    ) -> BoxFuture<'_, StoreResult<Option<ProgettoRow>>> {
+        self.read(move |conn| {
+            let sql =
+                format!("SELECT {PROGETTO_COLUMNS} FROM progetti WHERE tenant = ?1 AND id_progetto = ?2");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(params![tenant, id_progetto], progetto_from_row)
+                .optional()?)
+        })
+    }
+
+    fn progetti_of(
+        &self,
+        tenant: String,
+        who: String,
+        date: String,
+    ) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {PROGETTO_COLUMNS} FROM progetti
+                 WHERE tenant = ?1 AND (pseudonimo = ?2 OR codice_fiscale = ?2) AND dal <= ?3 AND al >= ?3
+                 ORDER BY dal DESC"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![tenant, who, date], progetto_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn month_minutes(
+        &self,
+        tenant: String,
+        id_progetto: String,
+        tipo_servizio: String,
+        mese: String,
+    ) -> BoxFuture<'_, StoreResult<i64>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(minuti), 0) FROM coop_deliveries
+                     WHERE tenant = ?1 AND mese = ?2 AND id_progetto = ?3 AND tipo_servizio = ?4",
+                )?
+                .query_row(params![tenant, mese, id_progetto, tipo_servizio], |r| r.get(0))?)
+        })
+    }
+
+    fn coop_deliveries(
+        &self,
+        tenant: String,
+        keys: Vec<String>,
+    ) -> BoxFuture<'_, StoreResult<Vec<CoopDeliveryRow>>> {
+        self.read(move |conn| {
+            let keys = serde_json::to_string(&keys).unwrap_or_default();
+            let sql = format!(
+                "SELECT {COOP_COLUMNS} FROM coop_deliveries
+                 WHERE tenant = ?1 AND key IN (SELECT value FROM json_each(?2))"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![tenant, keys], coop_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn coop_month(
+        &self,
+        tenant: String,
+        mese: String,
+        cooperativa: Option<String>,
+    ) -> BoxFuture<'_, StoreResult<Vec<CoopDeliveryRow>>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {COOP_COLUMNS} FROM coop_deliveries
+                 WHERE tenant = ?1 AND mese = ?2 AND (?3 IS NULL OR cooperativa = ?3)
+                 ORDER BY cooperativa, id_progetto, tipo_servizio, data"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![tenant, mese, cooperativa], coop_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn save_upload(&self, upload: UploadRecord) -> BoxFuture<'_, StoreResult<()>> {
+        self.submit(|r| Op::SaveUpload(Box::new(upload), r))
+    }
+
+    fn upload(&self, id: String) -> BoxFuture<'_, StoreResult<Option<UploadRecord>>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, tenant, client, mapping, created_at, report FROM coop_uploads WHERE id = ?1",
+                )?
+                .query_row([id], |r| {
+                    let report: String = r.get(5)?;
+                    Ok(UploadRecord {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        client: r.get(2)?,
+                        mapping: r.get(3)?,
+                        created_at: r.get(4)?,
+                        report: serde_json::from_str(&report).unwrap_or_default(),
+                    })
+                })
+                .optional()?)
+        })
+    }
+}
+
+impl Queue for SqliteStore {
+    fn claim(
+        &self,
+        destination: String,
+        limit: usize,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<Vec<Task>>> {
+        self.submit(|r| Op::Claim(destination, limit, lease_ms, r))
+    }
+
+    fn complete(&self, done: Vec<Completion>) -> BoxFuture<'_, StoreResult<()>> {
+        self.submit(|r| Op::Complete(done, r))
+    }
+
+    fn depth(&self) -> BoxFuture<'_, StoreResult<Vec<(String, i64)>>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT destination, COUNT(*) FROM deliveries
+                 WHERE status IN ('pending', 'in_flight') GROUP BY destination",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn notified(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.notify.notified())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize, key: Option<&str>) -> NewEvent {
+        NewEvent {
+            id: format!("ev-{n}"),
+            source: "/test".into(),
+            event_type: "it.lombardia.csi.prestazione.erogata.v1".into(),
+            tenant: "F205".into(),
+            subject: None,
+            idempotency_key: key.map(str::to_string),
+            correlation_id: None,
+            body: format!(r#"{{"id":"ev-{n}"}}"#).into_bytes(),
+            digest: audit::digest(b"x"),
+            destinations: vec!["d".into()],
+            actor: "tester".into(),
+            projections: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn same_key_twice_in_one_commit_yields_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let out = store.accept(vec![event(1, Some("k")), event(2, Some("k"))], vec![]).await.unwrap();
+        assert_eq!(out, vec![Acceptance::New("ev-1".into()), Acceptance::Duplicate("ev-1".into())]);
+        assert!(store.event("ev-2".into()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn claimed_work_is_leased_and_a_restart_hands_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.accept(vec![event(1, None), event(2, None)], vec![]).await.unwrap();
+            let claimed = store.claim("d".into(), 10, 60_000).await.unwrap();
+            assert_eq!(claimed.len(), 2);
+            assert!(
+                store.claim("d".into(), 10, 60_000).await.unwrap().is_empty(),
+                "leased work is not claimed twice"
+            );
+        }
+        // A new process on the same file: what was in flight is due again.
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let claimed = store.claim("d".into(), 10, 60_000).await.unwrap();
+        assert_eq!(claimed.iter().map(|t| t.event_id.as_str()).collect::<Vec<_>>(), vec!["ev-1", "ev-2"]);
+    }
+
+    #[tokio::test]
+    async fn dead_letter_replay_and_audit_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.accept(vec![event(1, None)], vec![]).await.unwrap();
+        let task = store.claim("d".into(), 1, 60_000).await.unwrap().remove(0);
+        let dead = Completion {
+            task,
+            started_at: now_ms(),
+            outcome: Outcome::Dead { error: "permanent: HTTP 400".into() },
+        };
+        store.complete(vec![dead]).await.unwrap();
+        let letters = store.dead_letters(DeadLetterFilter::default()).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].last_error, "permanent: HTTP 400");
+        let replayed = store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap();
+        assert_eq!(replayed.len(), 1);
+        let again = store.claim("d".into(), 1, 60_000).await.unwrap();
+        assert_eq!(again[0].event_id, "ev-1");
+        assert_eq!(again[0].attempts, 0, "a replay starts a fresh cycle");
+        let v = store.audit_verify().await.unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.records, 3, "accepted, dead_lettered, replayed");
+    }
+}

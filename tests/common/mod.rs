@@ -1,0 +1,393 @@
+//! Test harness: the real `csi-gateway` binary on a free loopback port with its own data dir, and
+//! a loopback webhook receiver that checks Standard Webhooks signatures.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const KEY_A: &str = "key-vendor-a";
+pub const KEY_B: &str = "key-vendor-b";
+pub const KEY_AUDITOR: &str = "key-auditor";
+pub const PRESTAZIONE: &str = "it.lombardia.csi.prestazione.erogata.v1";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_csi-gateway")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The `api_key_sha256` of a key.
+pub fn key_sha256(key: &str) -> String {
+    sha(key)
+}
+
+fn sha(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// The configuration of a test gateway delivering to `receiver`.
+pub fn config(port: u16, data_dir: &Path, receiver: &str, extra_destination: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+contracts_dir = "{contracts}"
+
+[limits]
+max_body_bytes = 262144
+max_batch = 200
+max_depth = 16
+
+[[clients]]
+name = "vendor-a"
+api_key_sha256 = "{a}"
+tenants = ["F205"]
+roles = ["publisher", "reader", "operator"]
+
+[[clients]]
+name = "vendor-b"
+api_key_sha256 = "{b}"
+tenants = ["B157"]
+roles = ["publisher", "reader", "operator"]
+
+[[clients]]
+name = "dpo"
+api_key_sha256 = "{auditor}"
+tenants = ["*"]
+roles = ["auditor"]
+
+[[destinations]]
+name = "cartella-vendor-a"
+adapter = "webhook"
+url = "{receiver}"
+secret = "{SECRET}"
+backoff_min_ms = 20
+backoff_max_ms = 200
+timeout_ms = 2000
+{extra_destination}
+
+[[routes]]
+types = ["{PRESTAZIONE}"]
+tenants = ["*"]
+to = ["cartella-vendor-a"]
+"#,
+        data = data_dir.display(),
+        contracts = repo().join("contracts").display(),
+        a = sha(KEY_A),
+        b = sha(KEY_B),
+        auditor = sha(KEY_AUDITOR),
+    )
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub child: Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts a gateway delivering to `receiver` with extra destination settings (TOML lines).
+    pub async fn start(receiver: &str, extra_destination: &str) -> Self {
+        Self::start_with(receiver, extra_destination, "").await
+    }
+
+    /// Like [`Gateway::start`], with `extra_config` (whole TOML tables: more `[[clients]]`, a
+    /// `[coop]` section...) appended to the configuration.
+    pub async fn start_with(receiver: &str, extra_destination: &str, extra_config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config_path = dir.path().join("gateway.toml");
+        let mut text = config(port, &dir.path().join("data"), receiver, extra_destination);
+        text.push_str(extra_config);
+        std::fs::write(&config_path, text).expect("write config");
+        let mut gw = Self {
+            child: spawn(&config_path),
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            config_path,
+            http: reqwest::Client::new(),
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited early with {status}");
+            }
+            assert!(Instant::now() < deadline, "gateway not ready within 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`, then start again on the same data dir and port.
+    pub async fn kill9_and_restart(&mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+        self.child = spawn(&self.config_path);
+        self.wait_ready().await;
+    }
+
+    pub async fn post(
+        &self,
+        key: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/events", self.base))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /v1/events");
+        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
+        let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status.is_client_error() {
+            assert_eq!(ctype, "application/problem+json", "errors are problem+json: {v}");
+        }
+        (status, v)
+    }
+
+    pub async fn send(&self, key: &str, event: &Value) -> (StatusCode, Value) {
+        self.post(key, "application/cloudevents+json", serde_json::to_vec(event).expect("json")).await
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.expect("GET");
+        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a raw body of any media type to `path`; the answer's status and JSON body.
+    pub async fn post_body(
+        &self,
+        key: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs `path` as text (CSV exports); the answer's status, content type and body.
+    pub async fn get_text(&self, key: &str, path: &str) -> (StatusCode, String, String) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.expect("GET");
+        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
+        let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (status, ctype, r.text().await.unwrap_or_default())
+    }
+
+    /// Waits until the event reaches `status` (e.g. `delivered`), returning its view.
+    pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, v) = self.get(KEY_A, &format!("/v1/events/{id}")).await;
+            if v["status"] == status {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "event {id} not {status} in time: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+fn spawn(config: &Path) -> Child {
+    Command::new(bin())
+        .args(["--config", &config.display().to_string(), "serve"])
+        .env("CSI_GATEWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start csi-gateway")
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How the loopback receiver answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Ok,
+    /// Every other call answers 503.
+    FlakyHalf,
+    /// Every call answers 400.
+    Reject,
+    /// Answers after a pause (milliseconds).
+    Slow(u64),
+}
+
+/// A loopback webhook receiver that verifies signatures and records what it received.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    inner: Arc<ReceiverState>,
+}
+
+pub struct ReceiverState {
+    mode: Mutex<Mode>,
+    calls: AtomicU32,
+    pub bad_signatures: AtomicUsize,
+    /// webhook-id → number of 2xx deliveries of it.
+    pub delivered: Mutex<HashMap<String, usize>>,
+    pub bodies: Mutex<Vec<Value>>,
+}
+
+impl Receiver {
+    pub async fn start(mode: Mode) -> Self {
+        let inner = Arc::new(ReceiverState {
+            mode: Mutex::new(mode),
+            calls: AtomicU32::new(0),
+            bad_signatures: AtomicUsize::new(0),
+            delivered: Mutex::new(HashMap::new()),
+            bodies: Mutex::new(Vec::new()),
+        });
+        let app =
+            axum::Router::new().route("/events", axum::routing::post(receive)).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url: format!("http://{addr}/events"), inner }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.inner.mode.lock().expect("lock") = mode;
+    }
+
+    pub fn delivered(&self) -> HashMap<String, usize> {
+        self.inner.delivered.lock().expect("lock").clone()
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.inner.bodies.lock().expect("lock").clone()
+    }
+
+    pub fn bad_signatures(&self) -> usize {
+        self.inner.bad_signatures.load(Ordering::SeqCst)
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.inner.calls.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` distinct events were delivered.
+    pub async fn wait_distinct(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.delivered().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} events delivered in time",
+                self.delivered().len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn receive(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let n = s.calls.fetch_add(1, Ordering::SeqCst);
+    let mode = *s.mode.lock().expect("lock");
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let key = csi_gateway_webhook::decode_secret(SECRET).expect("secret");
+    let ts: i64 = h("webhook-timestamp").parse().unwrap_or(0);
+    if csi_gateway_webhook::verify(&key, &h("webhook-id"), ts, &body, &h("webhook-signature")).is_err() {
+        s.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::UNAUTHORIZED;
+    }
+    match mode {
+        Mode::Reject => return StatusCode::BAD_REQUEST,
+        Mode::FlakyHalf if n % 2 == 0 => return StatusCode::SERVICE_UNAVAILABLE,
+        Mode::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        _ => {}
+    }
+    *s.delivered.lock().expect("lock").entry(h("webhook-id")).or_default() += 1;
+    if let Ok(v) = serde_json::from_slice(&body) {
+        s.bodies.lock().expect("lock").push(v);
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// The example CloudEvent of a type, from `contracts/examples/`.
+pub fn example(event_type: &str) -> Value {
+    let path = repo().join("contracts/examples").join(format!("{event_type}.json"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .expect("example is JSON")
+}
+
+/// A valid prestazione event with its own id and idempotency key.
+pub fn prestazione(n: usize, tenant: &str) -> Value {
+    let mut ev = example(PRESTAZIONE);
+    ev["id"] = json!(format!("test-{n}"));
+    ev["idempotencykey"] = json!(format!("prestazione-{tenant}-{n}-{}", std::process::id()));
+    ev["tenant"] = json!(tenant);
+    ev
+}
