@@ -43,6 +43,13 @@ pub fn contracts(config: &Config) -> anyhow::Result<Arc<Contracts>> {
 /// Opens the store, starts the delivery workers and returns the API state.
 pub fn start(config: &Config) -> anyhow::Result<AppState> {
     let contracts = contracts(config)?;
+    if config.store.kind != crate::config::StoreKind::Sqlite
+        || config.queue.kind != crate::config::QueueKind::Store
+    {
+        anyhow::bail!(
+            "store.kind = \"postgres\" and queue.kind = \"rabbitmq\" are not available in this build"
+        );
+    }
     let store = SqliteStore::open(&config.server.data_dir)
         .with_context(|| format!("opening the store in {}", config.server.data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());

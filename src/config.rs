@@ -37,6 +37,99 @@ pub struct Config {
     /// INPS ISEE consultation (`ConsultazioneAttestazione`). Absent: its endpoint answers 404.
     #[serde(default, skip_serializing)]
     pub isee: Option<csi_gateway_isee::IseeConfig>,
+    /// Where events, delivery state and the audit chain live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How deliveries travel to the workers.
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+/// The storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file in `server.data_dir` (embedded mode).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by every instance (cluster mode).
+    Postgres,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// `postgres://user:password@host:port/database` (required when `kind = "postgres"`).
+    #[serde(default, skip_serializing)]
+    pub url: Option<String>,
+    /// Connections per instance.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { kind: StoreKind::default(), url: None, pool_size: default_pool_size() }
+    }
+}
+
+/// The delivery transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    /// The store's own delivery table (SQLite or PostgreSQL).
+    #[default]
+    Store,
+    /// RabbitMQ: quorum queue per destination, TTL retry tiers, parking queue.
+    Rabbitmq,
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    #[serde(default)]
+    pub kind: QueueKind,
+    /// `amqp://user:password@host:port/vhost` (required when `kind = "rabbitmq"`).
+    #[serde(default, skip_serializing)]
+    pub url: Option<String>,
+    /// Topic exchange the events are published to, keyed by event type.
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    /// Unacknowledged messages a consumer holds; 0 = twice the destination's concurrency.
+    #[serde(default)]
+    pub prefetch: u16,
+    /// `x-delivery-limit` of the destination queues: a message redelivered this many times
+    /// (crashing consumers) is parked as a poison message.
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+}
+
+fn default_exchange() -> String {
+    "csi.events".into()
+}
+
+fn default_delivery_limit() -> u32 {
+    20
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            kind: QueueKind::default(),
+            url: None,
+            exchange: default_exchange(),
+            prefetch: 0,
+            delivery_limit: default_delivery_limit(),
+        }
+    }
 }
 
 /// What to do with a delivery that breaks its progetto (service not authorized, date outside the
@@ -321,6 +414,33 @@ impl Config {
     /// Cross-field rules that serde alone cannot express.
     pub fn check(&self) -> Result<(), ConfigError> {
         let invalid = |field: String, rule: &str| Err(ConfigError::Invalid { field, rule: rule.into() });
+        if self.store.kind == StoreKind::Postgres {
+            match self.store.url.as_deref() {
+                None => return invalid("store.url".into(), "is required when store.kind = \"postgres\""),
+                Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
+                    return invalid("store.url".into(), "must start with postgres:// or postgresql://")
+                }
+                _ => {}
+            }
+        }
+        if self.store.pool_size == 0 {
+            return invalid("store.pool_size".into(), "must be at least 1");
+        }
+        if self.queue.kind == QueueKind::Rabbitmq {
+            match self.queue.url.as_deref() {
+                None => return invalid("queue.url".into(), "is required when queue.kind = \"rabbitmq\""),
+                Some(u) if !(u.starts_with("amqp://") || u.starts_with("amqps://")) => {
+                    return invalid("queue.url".into(), "must start with amqp:// or amqps://")
+                }
+                _ => {}
+            }
+            if self.store.kind == StoreKind::Sqlite {
+                return invalid(
+                    "queue.kind".into(),
+                    "\"rabbitmq\" needs store.kind = \"postgres\": instances sharing a broker must share the store",
+                );
+            }
+        }
         let mut names = BTreeSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             let key = &c.api_key_sha256;

@@ -336,6 +336,16 @@ pub trait Queue: Send + Sync + 'static {
     fn notified(&self) -> BoxFuture<'_, ()>;
 }
 
+/// Deliveries made durable but not yet handed to a message broker: the outbox of cluster mode.
+/// A store that feeds a broker writes each new or replayed delivery as unpublished in the same
+/// commit as the event; a relay publishes them, and marks them once the broker has confirmed.
+pub trait Outbox: Send + Sync + 'static {
+    /// Up to `limit` deliveries not yet confirmed by the broker, oldest first.
+    fn unpublished(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Task>>>;
+    /// Marks deliveries as confirmed by the broker.
+    fn published(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>>;
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
