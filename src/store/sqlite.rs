@@ -406,7 +406,7 @@ fn apply(tx: &Transaction<'_>, head: &mut (i64, String), op: &mut Op) -> StoreRe
                 u.client,
                 u.mapping,
                 u.created_at,
-                u.report.to_string()
+                report_text(&u.report)
             ])?;
             Ok(Answer::Unit)
         }
@@ -608,6 +608,15 @@ fn complete_one(tx: &Transaction<'_>, head: &mut (i64, String), c: &Completion, 
 
 /// The part of an adapter's reason fit for the audit: the classification and the status line,
 /// never a receiver's response body (which may echo payload data).
+/// The JSON text of an upload report: a report kept as text (see `Coop::upload`) is stored as is,
+/// not escaped into a JSON string.
+fn report_text(report: &serde_json::Value) -> std::borrow::Cow<'_, str> {
+    match report {
+        serde_json::Value::String(text) => std::borrow::Cow::Borrowed(text),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    }
+}
+
 fn audit_summary(reason: &str) -> String {
     reason.split(": ").take(2).collect::<Vec<_>>().join(": ").chars().take(120).collect()
 }
@@ -979,7 +988,8 @@ impl Projections for SqliteStore {
                         client: r.get(2)?,
                         mapping: r.get(3)?,
                         created_at: r.get(4)?,
-                        report: serde_json::from_str(&report).unwrap_or_default(),
+                        // The column holds the report's JSON text; it is served as such.
+                        report: serde_json::Value::String(report),
                     })
                 })
                 .optional()?)
