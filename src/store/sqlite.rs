@@ -151,6 +151,9 @@ fn open(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The writer alone uses more statements than rusqlite's default cache of 16 holds: with the
+    // default, a mixed workload evicts and re-prepares them (SQL parsing on every commit).
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
@@ -907,9 +910,13 @@ impl Projections for SqliteStore {
         date: String,
     ) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
         self.read(move |conn| {
+            // Two indexed lookups: an `OR` of the two columns would scan the tenant's progetti.
             let sql = format!(
                 "SELECT {PROGETTO_COLUMNS} FROM progetti
-                 WHERE tenant = ?1 AND (pseudonimo = ?2 OR codice_fiscale = ?2) AND dal <= ?3 AND al >= ?3
+                 WHERE tenant = ?1 AND pseudonimo = ?2 AND dal <= ?3 AND al >= ?3
+                 UNION
+                 SELECT {PROGETTO_COLUMNS} FROM progetti
+                 WHERE tenant = ?1 AND codice_fiscale = ?2 AND dal <= ?3 AND al >= ?3
                  ORDER BY dal DESC"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
