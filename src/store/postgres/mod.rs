@@ -6,7 +6,9 @@
 //! - `write.rs` — the transactions: accept, complete, replay, audit appends. Every transaction that
 //!   appends to the audit chain first locks the chain's head row (`audit_head ... FOR UPDATE`), so
 //!   appends from all instances are serialized and the chain stays linear; taking that lock first
-//!   also gives every writer the same lock order (no deadlocks).
+//!   also gives every writer the same lock order (no deadlocks). Since appends are serialized
+//!   anyway, each instance commits accepts, audit records and completions in groups (all the
+//!   writes waiting when a transaction starts), one head lock and one commit per group.
 //! - `read.rs` — event views, dead letters, audit pages and verification, projections.
 //! - `import.rs` — `csi-gateway migrate --from sqlite://...`: an embedded store copied verbatim.
 //!
@@ -29,7 +31,7 @@ use std::time::Duration;
 
 use csi_gateway_sdk::BoxFuture;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
@@ -179,7 +181,13 @@ pub struct PgStore {
     pool: Pool,
     target: String,
     notify: Arc<Notify>,
+    writer: mpsc::Sender<(write::Write, oneshot::Sender<StoreResult<write::Written>>)>,
 }
+
+/// Writes waiting at most in the group-commit queue; beyond, callers wait (back-pressure).
+const WRITE_QUEUE: usize = 4096;
+/// Writes committed together at most.
+const GROUP_MAX: usize = 256;
 
 impl PgStore {
     /// Connects a pool of `pool_size` to `url`, applies pending migrations and starts listening
@@ -188,7 +196,10 @@ impl PgStore {
         let cfg = parse_url(url)?;
         let target = describe(&cfg);
         let pool = pool(cfg.clone(), &target, pool_size)?;
-        let store = Arc::new(Self { pool, target, notify: Arc::new(Notify::new()) });
+        let (writer, writes) = mpsc::channel(WRITE_QUEUE);
+        let notify = Arc::new(Notify::new());
+        let store =
+            Arc::new(Self { pool: pool.clone(), target: target.clone(), notify: notify.clone(), writer });
         {
             let mut client = store.client().await?;
             let applied = schema::migrate(&mut client).await?;
@@ -197,6 +208,7 @@ impl PgStore {
             }
         }
         tokio::spawn(listen(cfg, store.target.clone(), Arc::downgrade(&store.notify)));
+        tokio::spawn(group_commit(pool, target, writes, notify));
         Ok(store)
     }
 
@@ -215,6 +227,60 @@ impl PgStore {
     /// Wakes this instance's workers (other instances hear the NOTIFY sent at commit).
     fn wake(&self) {
         self.notify.notify_waiters();
+    }
+
+    /// Hands a write to the group committer and waits for its commit.
+    async fn write(&self, w: write::Write) -> StoreResult<write::Written> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || StoreError("store writer has stopped".into());
+        self.writer.send((w, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Group commit: every write waiting when a transaction starts joins it, so concurrent requests
+/// of this instance share one lock of the chain's head and one commit (as embedded mode's writer).
+/// A failed transaction answers each of its writes with the error.
+async fn group_commit(
+    pool: Pool,
+    target: String,
+    mut writes: mpsc::Receiver<(write::Write, oneshot::Sender<StoreResult<write::Written>>)>,
+    notify: Arc<Notify>,
+) {
+    while let Some(first) = writes.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match writes.try_recv() {
+                Ok(w) => group.push(w),
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let result = async {
+            let mut client = pool
+                .get()
+                .await
+                .map_err(|e| StoreError(format!("PostgreSQL at {target}: {}", pool_message(&e))))?;
+            write::group(&mut client, &ops).await
+        }
+        .await;
+        match result {
+            Ok((answers, wake)) => {
+                // A caller that went away no longer needs its answer: the work is committed.
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+                if wake {
+                    notify.notify_waiters();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = ops.len(), "store transaction failed; every write in it gets the error");
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -283,12 +349,10 @@ impl Store for PgStore {
         audit: Vec<Entry>,
     ) -> BoxFuture<'_, StoreResult<Vec<Acceptance>>> {
         Box::pin(async move {
-            let mut client = self.client().await?;
-            let out = write::accept(&mut client, &events, &audit).await?;
-            if out.iter().any(|a| matches!(a, Acceptance::New(_))) {
-                self.wake();
+            match self.write(write::Write::Accept(events, audit)).await? {
+                write::Written::Accepted(out) => Ok(out),
+                write::Written::Done => Err(StoreError("internal: mismatched answer".into())),
             }
-            Ok(out)
         })
     }
 
@@ -297,8 +361,7 @@ impl Store for PgStore {
             if entries.is_empty() {
                 return Ok(());
             }
-            let mut client = self.client().await?;
-            write::audit(&mut client, &entries).await
+            self.write(write::Write::Audit(entries)).await.map(drop)
         })
     }
 
@@ -410,8 +473,7 @@ impl Queue for PgStore {
             if done.is_empty() {
                 return Ok(());
             }
-            let mut client = self.client().await?;
-            write::complete(&mut client, &done).await
+            self.write(write::Write::Complete(done)).await.map(drop)
         })
     }
 

@@ -76,30 +76,61 @@ impl Chain {
     }
 }
 
-pub(super) async fn accept(
-    client: &mut Object,
-    events: &[NewEvent],
-    entries: &[Entry],
-) -> StoreResult<Vec<Acceptance>> {
+/// A write that takes part in a group commit.
+pub(super) enum Write {
+    Accept(Vec<NewEvent>, Vec<Entry>),
+    Audit(Vec<Entry>),
+    Complete(Vec<Completion>),
+}
+
+/// What one [`Write`] of a group yields.
+pub(super) enum Written {
+    Accepted(Vec<Acceptance>),
+    Done,
+}
+
+/// Commits several writes in one transaction (one lock of the chain's head, one commit): the
+/// answers in order, and whether new work became due.
+pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<(Vec<Written>, bool)> {
     let tx = client.transaction().await?;
     let mut chain = Chain::lock(&tx).await?;
     let now = now_ms();
-    for e in entries {
-        chain.append(e, now);
-    }
-    let mut out = Vec::with_capacity(events.len());
+    let mut answers = Vec::with_capacity(writes.len());
     let mut wake = false;
-    for ev in events {
-        let a = accept_one(&tx, &mut chain, ev, now).await?;
-        wake |= matches!(a, Acceptance::New(_)) && !ev.destinations.is_empty();
-        out.push(a);
+    for w in writes {
+        answers.push(match w {
+            Write::Accept(events, entries) => {
+                for e in entries {
+                    chain.append(e, now);
+                }
+                let mut out = Vec::with_capacity(events.len());
+                for ev in events {
+                    let a = accept_one(&tx, &mut chain, ev, now).await?;
+                    wake |= matches!(a, Acceptance::New(_)) && !ev.destinations.is_empty();
+                    out.push(a);
+                }
+                Written::Accepted(out)
+            }
+            Write::Audit(entries) => {
+                for e in entries {
+                    chain.append(e, now);
+                }
+                Written::Done
+            }
+            Write::Complete(done) => {
+                for c in done {
+                    complete_one(&tx, &mut chain, c, now).await?;
+                }
+                Written::Done
+            }
+        });
     }
     chain.flush(&tx).await?;
     if wake {
         tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
     }
     tx.commit().await?;
-    Ok(out)
+    Ok((answers, wake))
 }
 
 async fn accept_one(
@@ -288,18 +319,6 @@ async fn project(
     Ok(())
 }
 
-pub(super) async fn audit(client: &mut Object, entries: &[Entry]) -> StoreResult<()> {
-    let tx = client.transaction().await?;
-    let mut chain = Chain::lock(&tx).await?;
-    let now = now_ms();
-    for e in entries {
-        chain.append(e, now);
-    }
-    chain.flush(&tx).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Claims due deliveries of a destination. Rows another instance is claiming are skipped, not
 /// waited for; an expired lease (its holder died or stalled) makes a delivery due again.
 pub(super) async fn claim<C: GenericClient>(
@@ -332,50 +351,43 @@ pub(super) async fn claim<C: GenericClient>(
     Ok(tasks)
 }
 
-/// Records finished attempts: delivery state, the attempt, and its audit record, in one commit.
-pub(super) async fn complete(client: &mut Object, done: &[Completion]) -> StoreResult<()> {
-    let tx = client.transaction().await?;
-    let mut chain = Chain::lock(&tx).await?;
-    let now = now_ms();
-    for c in done {
-        let t = &c.task;
-        let attempt = i64::from(t.attempts) + 1;
-        let (status, next, error, action, label, detail) = match &c.outcome {
-            Outcome::Delivered { detail } => {
-                ("delivered", now, None, Action::Delivered, "delivered", detail.clone())
-            }
-            Outcome::Retry { at, error } => {
-                ("pending", *at, Some(error.clone()), Action::Retried, "retry", error.clone())
-            }
-            Outcome::Dead { error } => {
-                ("dead", now, Some(error.clone()), Action::DeadLettered, "dead_lettered", error.clone())
-            }
-        };
-        execute(
-            &tx,
-            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, lease_until = NULL,
-                    last_error = COALESCE($5, last_error), updated_at = $6
-             WHERE id = $1",
-            &[&t.delivery_id, &status, &attempt, &next, &error, &now],
-        )
-        .await?;
-        execute(
-            &tx,
-            "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, detail)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&t.delivery_id, &attempt, &c.started_at, &now, &label, &detail],
-        )
-        .await?;
-        let e = Entry::new(action, "gateway")
-            .tenant(&t.tenant)
-            .event(&t.event_id)
-            .destination(&t.destination)
-            .digest(&t.digest)
-            .detail(format!("attempt {attempt}: {}", audit_summary(&detail)));
-        chain.append(&e, now);
-    }
-    chain.flush(&tx).await?;
-    tx.commit().await?;
+/// Records a finished attempt: delivery state, the attempt, and its audit record.
+async fn complete_one(tx: &Transaction<'_>, chain: &mut Chain, c: &Completion, now: i64) -> StoreResult<()> {
+    let t = &c.task;
+    let attempt = i64::from(t.attempts) + 1;
+    let (status, next, error, action, label, detail) = match &c.outcome {
+        Outcome::Delivered { detail } => {
+            ("delivered", now, None, Action::Delivered, "delivered", detail.clone())
+        }
+        Outcome::Retry { at, error } => {
+            ("pending", *at, Some(error.clone()), Action::Retried, "retry", error.clone())
+        }
+        Outcome::Dead { error } => {
+            ("dead", now, Some(error.clone()), Action::DeadLettered, "dead_lettered", error.clone())
+        }
+    };
+    execute(
+        tx,
+        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, lease_until = NULL,
+                last_error = COALESCE($5, last_error), updated_at = $6
+         WHERE id = $1",
+        &[&t.delivery_id, &status, &attempt, &next, &error, &now],
+    )
+    .await?;
+    execute(
+        tx,
+        "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&t.delivery_id, &attempt, &c.started_at, &now, &label, &detail],
+    )
+    .await?;
+    let e = Entry::new(action, "gateway")
+        .tenant(&t.tenant)
+        .event(&t.event_id)
+        .destination(&t.destination)
+        .digest(&t.digest)
+        .detail(format!("attempt {attempt}: {}", audit_summary(&detail)));
+    chain.append(&e, now);
     Ok(())
 }
 
