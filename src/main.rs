@@ -203,6 +203,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(line) = inps {
                 println!("{line}");
             }
+            if let (StoreKind::Postgres, Some(url)) = (config.store.kind, config.store.url.as_deref()) {
+                let target = store::postgres::parse_url(url).map(|c| store::postgres::describe(&c))?;
+                println!("store: PostgreSQL at {target}, pool of {} (not contacted)", config.store.pool_size);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file } => validate(&config()?, &file),

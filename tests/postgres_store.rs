@@ -424,3 +424,127 @@ async fn unreachable_server_is_an_error_naming_the_host_not_the_password() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")) && !stderr.contains("s3cret-pw"), "{stderr}");
 }
+
+// The read models (projections) on PostgreSQL, through the cooperatives adapter.
+
+const KEY_AURORA: &str = "key-coop-aurora";
+
+fn coop_config(db: &PgDb) -> String {
+    format!(
+        r#"
+[[clients]]
+name = "coop-aurora"
+api_key_sha256 = "{aurora}"
+tenants = ["F205"]
+roles = ["publisher"]
+cooperativa = "AURORA"
+
+[coop]
+mappings_dir = "{mappings}"
+{store}"#,
+        aurora = key_sha256(KEY_AURORA),
+        mappings = repo().join("mappings/coop").display(),
+        store = db.store_config(),
+    )
+}
+
+/// An approved progetto of one SAD intervento with cooperative AURORA, 40 hours a month.
+fn progetto(id: &str, pseudonimo: &str, cf: &str) -> Value {
+    let mut ev = example("it.lombardia.csi.progetto.approvato.v1");
+    ev["id"] = json!(format!("approvazione-{id}"));
+    ev["idempotencykey"] = json!(format!("progetto-{id}"));
+    ev["tenant"] = json!("F205");
+    ev["subject"] = json!(pseudonimo);
+    let data = &mut ev["data"];
+    data["idProgetto"] = json!(id);
+    data["beneficiario"] = json!({ "pseudonimo": pseudonimo, "codiceFiscale": cf });
+    data["periodo"] = json!({ "dal": "2026-01-01", "al": "2026-12-31" });
+    data["interventi"] = json!([{
+        "idIntervento": format!("{id}-1"),
+        "codicePrestazione": "A1.16",
+        "tipoServizio": "SAD",
+        "denominazione": "Assistenza domiciliare SAD",
+        "oreAutorizzateMensili": "40",
+        "tariffaOraria": "22.10",
+        "quotaEnte": "424.32",
+        "quotaUtente": "106.08",
+        "cooperativa": "AURORA",
+    }]);
+    ev
+}
+
+/// An Excel-style sheet (mapping `coop-excel-csv`) of `(id, from, to, codice fiscale)` rows on
+/// 2 March 2026.
+fn sheet(rows: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = "ID;Data;Dalle;Alle;Operatore;CF Utente;Ore;Servizio;Km;Note\r\n".to_string();
+    for (id, from, to, cf) in rows {
+        out.push_str(&format!("{id};02/03/2026;{from};{to};OP-C1;{cf};;ASS.DOM;3,5;\r\n"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_uploads_corrections_and_monthly_totals_use_the_postgres_read_models() {
+    let db = PgDb::create().await;
+    let rx = Receiver::start(Mode::Ok).await;
+    let gw = Gateway::start_with(&rx.url, "", &coop_config(&db)).await;
+    for (id, pseudonimo, cf) in
+        [("PRG-AUR-02", "ben-frrn", "FRRNNA41C52F205P"), ("PRG-AUR-03", "ben-vrdl", "VRDLCU45D55F205C")]
+    {
+        let (status, v) = gw.send(KEY_A, &progetto(id, pseudonimo, cf)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    }
+    let path = "/v1/adapters/coop/erogazioni?mapping=coop-excel-csv&tenant=F205";
+    let original = sheet(&[
+        ("COR-01", "08.00", "10.00", "FRRNNA41C52F205P"),
+        ("COR-02", "10.30", "11.30", "VRDLCU45D55F205C"),
+    ]);
+    let (status, first) = gw.post_body(KEY_AURORA, path, "text/csv", original).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        first["summary"]["accepted"].as_u64(),
+        Some(2),
+        "beneficiaries found by codice fiscale: {first}"
+    );
+    // COR-01 again, ending at 09.30: a correction; COR-02 unchanged: a duplicate.
+    let fixed = sheet(&[
+        ("COR-01", "08.00", "09.30", "FRRNNA41C52F205P"),
+        ("COR-02", "10.30", "11.30", "VRDLCU45D55F205C"),
+    ]);
+    let (status, second) = gw.post_body(KEY_AURORA, path, "text/csv", fixed).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let s = &second["summary"];
+    assert_eq!((s["corrected"].as_u64(), s["duplicates"].as_u64()), (Some(1), Some(1)), "{second}");
+    let (_, corrected) = gw.get(KEY_AUDITOR, "/v1/audit?action=corrected").await;
+    let corrected = corrected.as_array().cloned().unwrap_or_default();
+    assert_eq!(corrected.len(), 1, "{corrected:?}");
+    assert!(corrected[0]["detail"].as_str().is_some_and(|d| d.contains("COR-01")), "{corrected:?}");
+    // The stored upload report, and the month's total from the latest version of each row.
+    let upload = second["id"].as_str().expect("upload id");
+    let (status, stored) = gw.get(KEY_A, &format!("/v1/adapters/coop/erogazioni/{upload}")).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["summary"], second["summary"]);
+    let (status, list) = gw.get(KEY_A, "/v1/adapters/coop/liquidazioni?tenant=F205&mese=2026-03").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list[0]["ore"], "2.50", "1.50 h (corrected) + 1.00 h: {list}");
+    rx.wait_distinct(3, WAIT).await;
+
+    // Persona and SINA valutazione read models land in their tables too.
+    for (n, t) in ["persona.registrata", "valutazione.registrata"].iter().enumerate() {
+        let mut ev = example(&format!("it.lombardia.csi.{t}.v1"));
+        ev["id"] = json!(format!("model-{n}"));
+        ev["tenant"] = json!("F205");
+        let (status, v) = gw.send(KEY_A, &ev).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{t}: {v}");
+    }
+    let pg = db.client().await;
+    let count = |t: &'static str| {
+        let pg = &pg;
+        async move { pg.query_one(&format!("SELECT COUNT(*) FROM {t}"), &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("progetti").await, 2);
+    assert_eq!(count("coop_deliveries").await, 2);
+    assert_eq!(count("coop_uploads").await, 2);
+    assert_eq!(count("persone").await, 1);
+    assert_eq!(count("valutazioni_sina").await, 1, "the example carries a SINA assessment");
+}

@@ -113,7 +113,10 @@ pub fn describe(cfg: &tokio_postgres::Config) -> String {
 /// Parses `store.url` (`postgres://user:password@host:port/database`).
 pub fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        StoreError(format!("store.url is not a valid PostgreSQL URL: {}", pg_message(&e)))
+        StoreError(format!(
+            "not a valid PostgreSQL URL (postgres://user:password@host:port/database): {}",
+            pg_message(&e)
+        ))
     })?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(10));
