@@ -14,7 +14,9 @@ use crate::deliver::{self, Destination};
 use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::routing::Router;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Projections, Queue, Store};
 
 /// Builds the outbound adapter of a destination.
 pub fn sink(d: &DestinationConfig) -> anyhow::Result<Arc<dyn Outbound>> {
@@ -40,30 +42,54 @@ pub fn contracts(config: &Config) -> anyhow::Result<Arc<Contracts>> {
     Ok(Arc::new(Contracts::load(&dir).with_context(|| format!("loading contracts from {}", dir.display()))?))
 }
 
+/// The storage engine as the rest of the hub sees it.
+struct Backend {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    projections: Arc<dyn Projections>,
+    /// Embedded mode only: the SIUSS adapter's store.
+    sqlite: Option<Arc<SqliteStore>>,
+}
+
 /// Opens the store, starts the delivery workers and returns the API state.
-pub fn start(config: &Config) -> anyhow::Result<AppState> {
+pub async fn start(config: &Config) -> anyhow::Result<AppState> {
+    use crate::config::{QueueKind, StoreKind};
     let contracts = contracts(config)?;
-    if config.store.kind != crate::config::StoreKind::Sqlite
-        || config.queue.kind != crate::config::QueueKind::Store
-    {
-        anyhow::bail!(
-            "store.kind = \"postgres\" and queue.kind = \"rabbitmq\" are not available in this build"
-        );
+    if config.queue.kind == QueueKind::Rabbitmq {
+        anyhow::bail!("queue.kind = \"rabbitmq\" is not available in this build");
     }
-    let store = SqliteStore::open(&config.server.data_dir)
-        .with_context(|| format!("opening the store in {}", config.server.data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
-    let (siuss, waas) = match &config.inps {
-        Some(inps) => {
-            let siuss = crate::siuss::Siuss::new(inps, store.clone(), metrics.clone()).context("[inps]")?;
+    let Backend { store, queue, projections, sqlite } = match config.store.kind {
+        StoreKind::Sqlite => {
+            let store = SqliteStore::open(&config.server.data_dir)
+                .with_context(|| format!("opening the store in {}", config.server.data_dir.display()))?;
+            Backend {
+                store: store.clone(),
+                queue: store.clone(),
+                projections: store.clone(),
+                sqlite: Some(store),
+            }
+        }
+        StoreKind::Postgres => {
+            let url =
+                config.store.url.as_deref().context("store.url is required with kind = \"postgres\"")?;
+            let store = PgStore::connect(url, config.store.pool_size).await.context("[store]")?;
+            tracing::info!(store = %store.target(), "cluster mode: PostgreSQL store and queue");
+            Backend { store: store.clone(), queue: store.clone(), projections: store, sqlite: None }
+        }
+    };
+    let (siuss, waas) = match (&config.inps, &sqlite) {
+        (Some(inps), Some(sqlite)) => {
+            let siuss = crate::siuss::Siuss::new(inps, sqlite.clone(), metrics.clone()).context("[inps]")?;
             let waas =
-                crate::siuss::Waas::new(inps, store.clone(), metrics.clone()).context("[inps.auth]")?;
+                crate::siuss::Waas::new(inps, sqlite.clone(), metrics.clone()).context("[inps.auth]")?;
             if !config.destinations.iter().any(|d| d.adapter == "siuss") {
                 tracing::warn!("[inps] is configured but no destination has adapter = \"siuss\": no flusso will be built");
             }
             (Some(Arc::new(siuss)), Some(Arc::new(waas)))
         }
-        None => (None, None),
+        (Some(_), None) => anyhow::bail!("inps: INPS SIUSS over WaaS needs store.kind = \"sqlite\""),
+        (None, _) => (None, None),
     };
     let destinations = config
         .destinations
@@ -76,8 +102,8 @@ pub fn start(config: &Config) -> anyhow::Result<AppState> {
             Ok(Destination { config: d.clone(), sink })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let health = deliver::spawn_workers(store.clone(), destinations, metrics.clone());
-    let coop = match crate::coop::Coop::new(config.coop.clone(), store.clone()) {
+    let health = deliver::spawn_workers(queue.clone(), destinations, metrics.clone());
+    let coop = match crate::coop::Coop::new(config.coop.clone(), projections) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
             tracing::warn!(error = %e, "cooperatives adapter disabled");
@@ -101,8 +127,8 @@ pub fn start(config: &Config) -> anyhow::Result<AppState> {
             metrics: metrics.clone(),
         },
         clients,
-        store: store.clone(),
-        queue: store,
+        store,
+        queue,
         contracts,
         metrics,
         health,
@@ -115,7 +141,7 @@ pub fn start(config: &Config) -> anyhow::Result<AppState> {
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = start(&config)?;
+    let state = start(&config).await?;
     if let Some(waas) = state.waas.clone() {
         // The JWKS URL, when configured, is fetched at start (and later on an unknown kid).
         tokio::spawn(async move { waas.fetch_keys().await });
@@ -126,7 +152,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    tracing::info!(listen = %config.server.listen, data_dir = %config.server.data_dir.display(), "csi-gateway listening");
+    tracing::info!(listen = %config.server.listen, store = ?config.store.kind, data_dir = %config.server.data_dir.display(), "csi-gateway listening");
     // The peer address reaches the handlers (WaaS trusted-gateway mode checks it).
     let service = api::router(state, config.limits.max_body_bytes)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

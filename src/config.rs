@@ -56,8 +56,8 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// `[store]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[store]`. Its `Debug` output hides the password of `url`.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default)]
@@ -72,6 +72,52 @@ pub struct StoreConfig {
 
 fn default_pool_size() -> usize {
     16
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// A URL with its password (and anything else between `:` and `@` in the authority) replaced by
+/// `***`, fit for logs and `Debug` output. A `password=` query parameter is hidden as well.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:***{}", &userinfo[..colon], &authority[at..]),
+                None => authority.to_string(),
+            }
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => {
+            let (path, query) = tail.split_at(q + 1);
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
 }
 
 impl Default for StoreConfig {
@@ -422,6 +468,13 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        if self.store.kind == StoreKind::Postgres && self.inps.is_some() {
+            return invalid(
+                "inps".into(),
+                "INPS SIUSS over WaaS needs the embedded store: its flussi, progressives and outcomes are \
+                 kept in SQLite only; remove [inps] or use store.kind = \"sqlite\"",
+            );
         }
         if self.store.pool_size == 0 {
             return invalid("store.pool_size".into(), "must be at least 1");
@@ -812,6 +865,25 @@ jwks_path = "/etc/csi/pdnd-jwks.json"
         assert!(err.contains("destinations[0].url"), "{err}");
         let twice = INPS.replace("[inps]", "[[destinations]]\nname = \"inps2\"\nadapter = \"siuss\"\n[inps]");
         assert!(with_inps(&twice).unwrap_err().contains("destinations[1].adapter"));
+    }
+
+    #[test]
+    fn postgres_password_never_shows_in_debug_output() {
+        let c = with_inps(
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://gw:s3cret@db.example:5432/csi?password=other\"\n",
+        )
+        .expect("postgres store");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret") && !debug.contains("other"), "{debug}");
+        assert!(debug.contains("postgres://gw:***@db.example:5432/csi?password=***"), "{debug}");
+        assert_eq!(redact_url("postgres://gw@db/csi"), "postgres://gw@db/csi");
+    }
+
+    #[test]
+    fn inps_with_postgres_store_is_refused_naming_inps() {
+        let text = format!("{INPS}\n[store]\nkind = \"postgres\"\nurl = \"postgres://gw@db/csi\"\n");
+        let err = with_inps(&text).unwrap_err();
+        assert!(err.starts_with("inps:") && err.contains("embedded"), "{err}");
     }
 
     #[test]

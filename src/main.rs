@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use csi_gateway::config::Config;
+use csi_gateway::config::{Config, StoreKind};
 use csi_gateway::ingest::{self, IngestError, Mode};
 use csi_gateway::{app, auth, store};
 
@@ -92,6 +92,16 @@ enum Command {
         #[command(subcommand)]
         command: CoopCommand,
     },
+    /// Apply the PostgreSQL schema migrations (store.url, or --to); with --from, move an embedded
+    /// installation into an empty PostgreSQL database with its history and audit chain.
+    Migrate {
+        /// The embedded store to copy: sqlite://<data_dir or gateway.db file>.
+        #[arg(long, value_name = "sqlite://PATH")]
+        from: Option<String>,
+        /// The PostgreSQL database (default: store.url of the configuration).
+        #[arg(long, value_name = "postgres://URL", hide_env_values = true)]
+        to: Option<String>,
+    },
     /// INPS SIUSS commands.
     Siuss {
         #[command(subcommand)]
@@ -139,7 +149,7 @@ enum CoopCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of the store in the configured data_dir (read-only).
+    /// Verify the hash chain of the configured store (data_dir, or PostgreSQL) without writing.
     Verify,
 }
 
@@ -193,6 +203,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(line) = inps {
                 println!("{line}");
             }
+            if let (StoreKind::Postgres, Some(url)) = (config.store.kind, config.store.url.as_deref()) {
+                let target = store::postgres::parse_url(url).map(|c| store::postgres::describe(&c))?;
+                println!("store: PostgreSQL at {target}, pool of {} (not contacted)", config.store.pool_size);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file } => validate(&config()?, &file),
@@ -219,10 +233,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command: AuditCommand::Verify } => {
             let config = config()?;
-            let v = store::sqlite::verify_offline(&config.server.data_dir)?;
+            let v = match (config.store.kind, config.store.url.as_deref()) {
+                (StoreKind::Postgres, Some(url)) => {
+                    runtime()?.block_on(store::postgres::verify_offline(url))?
+                }
+                _ => store::sqlite::verify_offline(&config.server.data_dir)?,
+            };
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Migrate { from, to } => migrate(&config()?, from.as_deref(), to.as_deref()),
         Command::Send { file, remote } => {
             let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
@@ -250,6 +270,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             call(&remote, reqwest::Method::POST, "/v1/dead-letters/replay", Some(("application/json", body)))
         }
     }
+}
+
+/// `csi-gateway migrate`: the schema migrations, or the move of an embedded store (`--from`).
+fn migrate(config: &Config, from: Option<&str>, to: Option<&str>) -> anyhow::Result<ExitCode> {
+    let to = match (to, config.store.url.as_deref()) {
+        (Some(to), _) => to,
+        (None, Some(url)) if config.store.kind == StoreKind::Postgres => url,
+        _ => anyhow::bail!("--to postgres://... is required (or store.kind = \"postgres\" with store.url)"),
+    };
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        anyhow::bail!("--to: expected a postgres:// URL");
+    }
+    let target = store::postgres::parse_url(to).map(|c| store::postgres::describe(&c))?;
+    runtime()?.block_on(async {
+        match from {
+            None => {
+                let applied = store::postgres::migrate(to).await?;
+                let latest = store::postgres::MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+                if applied.is_empty() {
+                    println!("{target}: schema up to date (version {latest})");
+                } else {
+                    let list: Vec<String> = applied.iter().map(i64::to_string).collect();
+                    println!("{target}: applied migrations {}; schema at version {latest}", list.join(", "));
+                }
+            }
+            Some(from) => {
+                let report = store::postgres::import_sqlite(from, to)
+                    .await
+                    .with_context(|| format!("migrating {from} to {target}"))?;
+                println!("copied {from} into {target}:");
+                for (table, n) in &report.tables {
+                    println!("  {table:<18} {n}");
+                }
+                println!("audit chain verified ({} records)", report.audit_records);
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Checks a file exactly as `POST /v1/events` would, without storing anything.

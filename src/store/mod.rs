@@ -1,11 +1,13 @@
 //! Durability: the [`Store`] (events, idempotency keys, audit) and the [`Queue`] (per-destination
 //! delivery state). The pipeline sees only these traits; embedded mode implements both on one
 //! SQLite file ([`sqlite::SqliteStore`]), so that an event, its deliveries and its audit records
-//! commit in one transaction (the outbox is the queue). A cluster backend implements the same
-//! traits on PostgreSQL and a broker.
+//! commit in one transaction (the outbox is the queue). Cluster mode implements the same traits on
+//! PostgreSQL ([`postgres::PgStore`]), with the delivery table as the queue or as the [`Outbox`] of
+//! a broker.
 //!
 //! Invariant: the only place durability lives is here.
 
+pub mod postgres;
 pub mod siuss;
 pub mod sqlite;
 

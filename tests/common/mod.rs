@@ -102,6 +102,85 @@ to = ["cartella-vendor-a"]
     )
 }
 
+/// The PostgreSQL server of the tests (`CSI_GATEWAY_TEST_POSTGRES`, trust auth by default).
+pub fn postgres_admin_url() -> String {
+    std::env::var("CSI_GATEWAY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (head, rest) = url.split_at(start);
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let query = path.find('?').map(|q| &path[q..]).unwrap_or("");
+    format!("{head}{authority}/{db}{query}")
+}
+
+/// A database of its own for one test, created on the test server and dropped at the end. A test
+/// that needs PostgreSQL fails (never skips) when the server cannot be reached.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+impl PgDb {
+    pub async fn create() -> Self {
+        let admin = postgres_admin_url();
+        let name = format!("csi_test_{:016x}", fastrand::u64(..));
+        let client = pg_connect(&admin).await;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let url = with_database(&admin, &name);
+        Self { name, url, admin }
+    }
+
+    /// A client on this test's database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pg_connect(&self.url).await
+    }
+
+    /// The `[store]` section of a gateway on this database.
+    pub fn store_config(&self) -> String {
+        format!("\n[store]\nkind = \"postgres\"\nurl = \"{}\"\npool_size = 8\n", self.url)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside the test's runtime: a thread of its own with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ =
+                        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Connects or fails the test loudly.
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is required by this test and is not reachable at {url}: {e} \
+             (start it, or set CSI_GATEWAY_TEST_POSTGRES)"
+        )
+    });
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
 /// A running gateway process.
 pub struct Gateway {
     pub child: Child,
@@ -135,6 +214,33 @@ impl Gateway {
         };
         gw.wait_ready().await;
         gw
+    }
+
+    /// Like [`Gateway::start`], on the PostgreSQL database `db` (cluster mode, queue in the store).
+    pub async fn start_pg(receiver: &str, extra_destination: &str, db: &PgDb) -> Self {
+        Self::start_with(receiver, extra_destination, &db.store_config()).await
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs the binary with this gateway's configuration; exit code, stdout and stderr.
+    pub fn cli(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("CSI_GATEWAY_LOG", "warn")
+            .output()
+            .expect("run csi-gateway");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub async fn wait_ready(&mut self) {

@@ -1,0 +1,451 @@
+//! The write transactions. Each one that appends to the audit chain begins by locking the chain's
+//! head (`SELECT ... FROM audit_head FOR UPDATE`): appends from every instance are serialized, the
+//! chain stays linear, and since that lock always comes first no two writers deadlock.
+
+use deadpool_postgres::{GenericClient, Object, Transaction};
+
+use super::{execute, query, query_opt, read, CHANNEL};
+use crate::audit::{self, Action, Entry};
+use crate::store::*;
+
+/// The audit chain during one transaction: the locked head and the records appended so far,
+/// inserted together at the end.
+pub(super) struct Chain {
+    seq: i64,
+    hash: String,
+    records: Vec<audit::Record>,
+}
+
+impl Chain {
+    /// Locks the head row until the transaction ends.
+    pub(super) async fn lock(tx: &Transaction<'_>) -> StoreResult<Self> {
+        let row = query_opt(tx, "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE", &[])
+            .await?
+            .ok_or_else(|| StoreError("audit_head is missing: the schema was not migrated".into()))?;
+        Ok(Self { seq: row.try_get(0)?, hash: row.try_get(1)?, records: Vec::new() })
+    }
+
+    /// Appends one record (same hashing as embedded mode: [`audit::hash_of`]).
+    pub(super) fn append(&mut self, e: &Entry, ts: i64) {
+        let seq = self.seq + 1;
+        let hash = audit::hash_of(&self.hash, seq, ts, e);
+        self.records.push(audit::Record {
+            seq,
+            ts,
+            action: e.action.as_str().into(),
+            actor: e.actor.clone(),
+            tenant: e.tenant.clone(),
+            event_id: e.event_id.clone(),
+            destination: e.destination.clone(),
+            digest: e.digest.clone(),
+            detail: e.detail.clone(),
+            prev_hash: std::mem::replace(&mut self.hash, hash.clone()),
+            hash,
+        });
+        self.seq = seq;
+    }
+
+    /// Inserts the appended records and moves the head, in the caller's transaction.
+    pub(super) async fn flush(self, tx: &Transaction<'_>) -> StoreResult<()> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let r = &self.records;
+        let seq: Vec<i64> = r.iter().map(|r| r.seq).collect();
+        let ts: Vec<i64> = r.iter().map(|r| r.ts).collect();
+        let action: Vec<&str> = r.iter().map(|r| r.action.as_str()).collect();
+        let actor: Vec<&str> = r.iter().map(|r| r.actor.as_str()).collect();
+        let tenant: Vec<Option<&str>> = r.iter().map(|r| r.tenant.as_deref()).collect();
+        let event_id: Vec<Option<&str>> = r.iter().map(|r| r.event_id.as_deref()).collect();
+        let destination: Vec<Option<&str>> = r.iter().map(|r| r.destination.as_deref()).collect();
+        let digest: Vec<Option<&str>> = r.iter().map(|r| r.digest.as_deref()).collect();
+        let detail: Vec<Option<&str>> = r.iter().map(|r| r.detail.as_deref()).collect();
+        let prev: Vec<&str> = r.iter().map(|r| r.prev_hash.as_str()).collect();
+        let hash: Vec<&str> = r.iter().map(|r| r.hash.as_str()).collect();
+        execute(
+            tx,
+            "INSERT INTO audit (seq, ts, action, actor, tenant, event_id, destination, digest, detail, prev_hash, hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+            &[&seq, &ts, &action, &actor, &tenant, &event_id, &destination, &digest, &detail, &prev, &hash],
+        )
+        .await?;
+        execute(tx, "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1", &[&self.seq, &self.hash])
+            .await?;
+        Ok(())
+    }
+}
+
+/// A write that takes part in a group commit.
+pub(super) enum Write {
+    Accept(Vec<NewEvent>, Vec<Entry>),
+    Audit(Vec<Entry>),
+    Complete(Vec<Completion>),
+}
+
+/// What one [`Write`] of a group yields.
+pub(super) enum Written {
+    Accepted(Vec<Acceptance>),
+    Done,
+}
+
+/// Commits several writes in one transaction (one lock of the chain's head, one commit): the
+/// answers in order, and whether new work became due.
+pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<(Vec<Written>, bool)> {
+    let tx = client.transaction().await?;
+    let mut chain = Chain::lock(&tx).await?;
+    let now = now_ms();
+    let mut answers = Vec::with_capacity(writes.len());
+    let mut wake = false;
+    for w in writes {
+        answers.push(match w {
+            Write::Accept(events, entries) => {
+                for e in entries {
+                    chain.append(e, now);
+                }
+                let mut out = Vec::with_capacity(events.len());
+                for ev in events {
+                    let a = accept_one(&tx, &mut chain, ev, now).await?;
+                    wake |= matches!(a, Acceptance::New(_)) && !ev.destinations.is_empty();
+                    out.push(a);
+                }
+                Written::Accepted(out)
+            }
+            Write::Audit(entries) => {
+                for e in entries {
+                    chain.append(e, now);
+                }
+                Written::Done
+            }
+            Write::Complete(done) => {
+                for c in done {
+                    complete_one(&tx, &mut chain, c, now).await?;
+                }
+                Written::Done
+            }
+        });
+    }
+    chain.flush(&tx).await?;
+    if wake {
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    tx.commit().await?;
+    Ok((answers, wake))
+}
+
+async fn accept_one(
+    tx: &Transaction<'_>,
+    chain: &mut Chain,
+    ev: &NewEvent,
+    now: i64,
+) -> StoreResult<Acceptance> {
+    if let Some(key) = &ev.idempotency_key {
+        // The unique key decides, also between instances and within one batch.
+        let inserted = query_opt(
+            tx,
+            "INSERT INTO idempotency (source, key, event_id) VALUES ($1, $2, $3)
+             ON CONFLICT (source, key) DO NOTHING RETURNING event_id",
+            &[&ev.source, key, &ev.id],
+        )
+        .await?;
+        if inserted.is_none() {
+            let original: String = query_opt(
+                tx,
+                "SELECT event_id FROM idempotency WHERE source = $1 AND key = $2",
+                &[&ev.source, key],
+            )
+            .await?
+            .ok_or_else(|| StoreError("idempotency key vanished during the transaction".into()))?
+            .try_get(0)?;
+            let e = Entry::new(Action::Duplicate, ev.actor.as_str())
+                .tenant(&ev.tenant)
+                .event(&original)
+                .digest(&ev.digest)
+                .detail("same source and idempotencykey: original id returned, nothing stored");
+            chain.append(&e, now);
+            return Ok(Acceptance::Duplicate(original));
+        }
+    }
+    execute(
+        tx,
+        "INSERT INTO events (id, source, type, tenant, subject, idempotency_key, correlation_id, received_at, digest, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &ev.id,
+            &ev.source,
+            &ev.event_type,
+            &ev.tenant,
+            &ev.subject,
+            &ev.idempotency_key,
+            &ev.correlation_id,
+            &now,
+            &ev.digest,
+            &ev.body,
+        ],
+    )
+    .await?;
+    if !ev.destinations.is_empty() {
+        execute(
+            tx,
+            "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)
+             SELECT $1, d, 'pending', 0, $3, $3, $3 FROM UNNEST($2::text[]) AS d",
+            &[&ev.id, &ev.destinations, &now],
+        )
+        .await?;
+    }
+    for p in &ev.projections {
+        project(tx, chain, ev, p, now).await?;
+    }
+    let detail = if ev.destinations.is_empty() {
+        "no route matches: stored, not delivered".to_string()
+    } else {
+        format!("routed to {}", ev.destinations.join(", "))
+    };
+    let e = Entry::new(Action::Accepted, ev.actor.as_str())
+        .tenant(&ev.tenant)
+        .event(&ev.id)
+        .digest(&ev.digest)
+        .detail(detail);
+    chain.append(&e, now);
+    Ok(Acceptance::New(ev.id.clone()))
+}
+
+async fn project(
+    tx: &Transaction<'_>,
+    chain: &mut Chain,
+    ev: &NewEvent,
+    p: &Projection,
+    now: i64,
+) -> StoreResult<()> {
+    match p {
+        Projection::Progetto(r) => {
+            execute(
+                tx,
+                "INSERT INTO progetti (tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (tenant, id_progetto) DO UPDATE SET pseudonimo = excluded.pseudonimo,
+                    codice_fiscale = excluded.codice_fiscale, dal = excluded.dal, al = excluded.al,
+                    interventi = excluded.interventi, event_id = excluded.event_id",
+                &[
+                    &r.tenant,
+                    &r.id_progetto,
+                    &r.pseudonimo,
+                    &r.codice_fiscale,
+                    &r.dal,
+                    &r.al,
+                    &r.interventi.to_string(),
+                    &r.event_id,
+                ],
+            )
+            .await?;
+        }
+        Projection::Persona(r) => {
+            execute(
+                tx,
+                "INSERT INTO persone (tenant, pseudonimo, codice_fiscale, event_id, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, pseudonimo) DO UPDATE SET codice_fiscale = excluded.codice_fiscale,
+                    event_id = excluded.event_id, updated_at = excluded.updated_at",
+                &[&r.tenant, &r.pseudonimo, &r.codice_fiscale, &r.event_id, &now],
+            )
+            .await?;
+        }
+        Projection::ValutazioneSina(r) => {
+            execute(
+                tx,
+                "INSERT INTO valutazioni_sina (tenant, pseudonimo, data_valutazione, event_id)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, pseudonimo) DO UPDATE SET data_valutazione = excluded.data_valutazione,
+                    event_id = excluded.event_id
+                 WHERE excluded.data_valutazione >= valutazioni_sina.data_valutazione",
+                &[&r.tenant, &r.pseudonimo, &r.data_valutazione, &r.event_id],
+            )
+            .await?;
+        }
+        Projection::CoopDelivery(r) => {
+            let previous = query_opt(
+                tx,
+                "SELECT event_id FROM coop_deliveries WHERE tenant = $1 AND key = $2",
+                &[&r.tenant, &r.key],
+            )
+            .await?;
+            execute(
+                tx,
+                "INSERT INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
+                    tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
+                    importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 ON CONFLICT (tenant, key) DO UPDATE SET cooperativa = excluded.cooperativa,
+                    id_progetto = excluded.id_progetto, pseudonimo = excluded.pseudonimo,
+                    tipo_servizio = excluded.tipo_servizio, codice_prestazione = excluded.codice_prestazione,
+                    denominazione = excluded.denominazione, area_utenza = excluded.area_utenza,
+                    data = excluded.data, mese = excluded.mese, minuti = excluded.minuti,
+                    importo_cents = excluded.importo_cents, quota_utente_cents = excluded.quota_utente_cents,
+                    flag = excluded.flag, event_id = excluded.event_id, upload_id = excluded.upload_id,
+                    digest = excluded.digest",
+                &[
+                    &r.tenant,
+                    &r.key,
+                    &r.cooperativa,
+                    &r.id_progetto,
+                    &r.pseudonimo,
+                    &r.tipo_servizio,
+                    &r.codice_prestazione,
+                    &r.denominazione,
+                    &r.area_utenza,
+                    &r.data,
+                    &r.mese,
+                    &r.minuti,
+                    &r.importo_cents,
+                    &r.quota_utente_cents,
+                    &r.flag,
+                    &r.event_id,
+                    &r.upload_id,
+                    &r.digest,
+                ],
+            )
+            .await?;
+            if let Some(row) = previous {
+                let old: String = row.try_get(0)?;
+                let e = Entry::new(Action::Corrected, ev.actor.as_str())
+                    .tenant(&r.tenant)
+                    .event(&r.event_id)
+                    .digest(&r.digest)
+                    .detail(format!("delivery {} corrected: replaces event {old}", r.key));
+                chain.append(&e, now);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Claims due deliveries of a destination. Rows another instance is claiming are skipped, not
+/// waited for; an expired lease (its holder died or stalled) makes a delivery due again.
+pub(super) async fn claim<C: GenericClient>(
+    c: &C,
+    destination: &str,
+    limit: usize,
+    lease_ms: i64,
+) -> StoreResult<Vec<Task>> {
+    let now = now_ms();
+    let rows = query(
+        c,
+        "WITH due AS (
+             SELECT id FROM deliveries
+             WHERE destination = $1
+               AND ((status = 'pending' AND next_attempt_at <= $2)
+                    OR (status = 'in_flight' AND lease_until <= $2))
+             ORDER BY next_attempt_at, id
+             LIMIT $4
+             FOR UPDATE SKIP LOCKED)
+         UPDATE deliveries d SET status = 'in_flight', lease_until = $3, updated_at = $2
+         FROM due, events e
+         WHERE d.id = due.id AND e.id = d.event_id
+         RETURNING d.id, d.event_id, d.destination, e.type, e.tenant, e.idempotency_key, e.body, e.digest,
+                   d.attempts, d.since",
+        &[&destination, &now, &(now + lease_ms), &(limit as i64)],
+    )
+    .await?;
+    let mut tasks = rows.iter().map(read::task_from_row).collect::<StoreResult<Vec<_>>>()?;
+    tasks.sort_by_key(|t| t.delivery_id);
+    Ok(tasks)
+}
+
+/// Records a finished attempt: delivery state, the attempt, and its audit record.
+async fn complete_one(tx: &Transaction<'_>, chain: &mut Chain, c: &Completion, now: i64) -> StoreResult<()> {
+    let t = &c.task;
+    let attempt = i64::from(t.attempts) + 1;
+    let (status, next, error, action, label, detail) = match &c.outcome {
+        Outcome::Delivered { detail } => {
+            ("delivered", now, None, Action::Delivered, "delivered", detail.clone())
+        }
+        Outcome::Retry { at, error } => {
+            ("pending", *at, Some(error.clone()), Action::Retried, "retry", error.clone())
+        }
+        Outcome::Dead { error } => {
+            ("dead", now, Some(error.clone()), Action::DeadLettered, "dead_lettered", error.clone())
+        }
+    };
+    execute(
+        tx,
+        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, lease_until = NULL,
+                last_error = COALESCE($5, last_error), updated_at = $6
+         WHERE id = $1",
+        &[&t.delivery_id, &status, &attempt, &next, &error, &now],
+    )
+    .await?;
+    execute(
+        tx,
+        "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&t.delivery_id, &attempt, &c.started_at, &now, &label, &detail],
+    )
+    .await?;
+    let e = Entry::new(action, "gateway")
+        .tenant(&t.tenant)
+        .event(&t.event_id)
+        .destination(&t.destination)
+        .digest(&t.digest)
+        .detail(format!("attempt {attempt}: {}", audit_summary(&detail)));
+    chain.append(&e, now);
+    Ok(())
+}
+
+/// The part of an adapter's reason fit for the audit: the classification and the status line,
+/// never a receiver's response body (which may echo payload data).
+fn audit_summary(reason: &str) -> String {
+    reason.split(": ").take(2).collect::<Vec<_>>().join(": ").chars().take(120).collect()
+}
+
+/// Puts matching dead letters back in the queue (pending, not yet published), keeping event id
+/// and idempotency key, with one audit record each.
+pub(super) async fn replay(
+    client: &mut Object,
+    filter: &DeadLetterFilter,
+    actor: &str,
+) -> StoreResult<Vec<DeadLetter>> {
+    let tx = client.transaction().await?;
+    // Replays are serialized by the head lock: a second one sees the first's result.
+    let mut chain = Chain::lock(&tx).await?;
+    let now = now_ms();
+    let letters = read::dead_letters(&tx, filter).await?;
+    for dl in &letters {
+        execute(
+            &tx,
+            "UPDATE deliveries SET status = 'pending', attempts = 0, since = $2, next_attempt_at = $2,
+                    lease_until = NULL, updated_at = $2, published = false
+             WHERE id = $1 AND status = 'dead'",
+            &[&dl.id, &now],
+        )
+        .await?;
+        let e = Entry::new(Action::Replayed, actor)
+            .tenant(&dl.tenant)
+            .event(&dl.event_id)
+            .destination(&dl.destination);
+        chain.append(&e, now);
+    }
+    chain.flush(&tx).await?;
+    if !letters.is_empty() {
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    tx.commit().await?;
+    Ok(letters)
+}
+
+pub(super) async fn save_upload<C: GenericClient>(c: &C, u: &UploadRecord) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO coop_uploads (id, tenant, client, mapping, created_at, report)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, client = excluded.client,
+            mapping = excluded.mapping, created_at = excluded.created_at, report = excluded.report",
+        &[&u.id, &u.tenant, &u.client, &u.mapping, &u.created_at, &u.report.to_string()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn published<C: GenericClient>(c: &C, ids: &[i64]) -> StoreResult<()> {
+    execute(c, "UPDATE deliveries SET published = true WHERE id = ANY($1)", &[&ids]).await?;
+    Ok(())
+}
