@@ -291,7 +291,7 @@ fn event(n: usize, key: Option<&str>) -> NewEvent {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_twice_in_one_batch_yields_one_event() {
+async fn duplicates_get_the_original_id_within_a_batch_and_across_instances() {
     let db = PgDb::create().await;
     let store = PgStore::connect(&db.url, 4).await.expect("connect");
     let out = store.accept(vec![event(1, Some("k")), event(2, Some("k"))], vec![]).await.unwrap();
@@ -299,6 +299,41 @@ async fn same_key_twice_in_one_batch_yields_one_event() {
     assert!(store.event("ev-2".into()).await.unwrap().is_none());
     let again = store.accept(vec![event(3, Some("k"))], vec![]).await.unwrap();
     assert_eq!(again, vec![Acceptance::Duplicate("ev-1".into())]);
+    // A committed key twice, then a new key twice, in one batch.
+    let mixed = store
+        .accept(
+            vec![event(4, Some("k")), event(5, Some("k")), event(6, Some("m")), event(7, Some("m"))],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed,
+        vec![
+            Acceptance::Duplicate("ev-1".into()),
+            Acceptance::Duplicate("ev-1".into()),
+            Acceptance::New("ev-6".into()),
+            Acceptance::Duplicate("ev-6".into()),
+        ]
+    );
+    // Two instances racing on one key: one event.
+    let other = PgStore::connect(&db.url, 4).await.expect("connect");
+    let (a, b) = tokio::join!(
+        store.accept(vec![event(8, Some("race"))], vec![]),
+        other.accept(vec![event(9, Some("race"))], vec![])
+    );
+    let mut got = vec![a.unwrap().remove(0), b.unwrap().remove(0)];
+    got.sort_by_key(|a| matches!(a, Acceptance::Duplicate(_)));
+    assert!(matches!(&got[0], Acceptance::New(_)), "{got:?}");
+    assert_eq!(got[1], Acceptance::Duplicate(got[0].id().to_string()), "{got:?}");
+    // The audit records follow the requests' order.
+    let page = store.audit_page(Default::default()).await.unwrap();
+    let actions: Vec<&str> = page.iter().take(7).map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["accepted", "duplicate", "duplicate", "duplicate", "duplicate", "accepted", "duplicate"]
+    );
+    assert!(store.audit_verify().await.unwrap().ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,16 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
     let tx = client.transaction().await?;
     let mut chain = Chain::lock(&tx).await?;
     let now = now_ms();
+    // Every event of the group is decided and stored first, in bulk; then each write is walked in
+    // order, so that audit records and read models follow the order of the requests.
+    let all: Vec<&NewEvent> = writes
+        .iter()
+        .flat_map(|w| match w {
+            Write::Accept(events, _) => events.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let mut fates = store_events(&tx, &all, now).await?.into_iter();
     let mut answers = Vec::with_capacity(writes.len());
     let mut wake = false;
     for w in writes {
@@ -105,7 +115,10 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
                 }
                 let mut out = Vec::with_capacity(events.len());
                 for ev in events {
-                    let a = accept_one(&tx, &mut chain, ev, now).await?;
+                    let a = fates
+                        .next()
+                        .ok_or_else(|| StoreError("internal: an event was not decided".into()))?;
+                    after_accept(&tx, &mut chain, ev, &a, now).await?;
                     wake |= matches!(a, Acceptance::New(_)) && !ev.destinations.is_empty();
                     out.push(a);
                 }
@@ -133,65 +146,124 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
     Ok((answers, wake))
 }
 
-async fn accept_one(
-    tx: &Transaction<'_>,
-    chain: &mut Chain,
-    ev: &NewEvent,
-    now: i64,
-) -> StoreResult<Acceptance> {
-    if let Some(key) = &ev.idempotency_key {
-        // The unique key decides, also between instances and within one batch.
-        let inserted = query_opt(
-            tx,
-            "INSERT INTO idempotency (source, key, event_id) VALUES ($1, $2, $3)
-             ON CONFLICT (source, key) DO NOTHING RETURNING event_id",
-            &[&ev.source, key, &ev.id],
-        )
-        .await?;
-        if inserted.is_none() {
-            let original: String = query_opt(
-                tx,
-                "SELECT event_id FROM idempotency WHERE source = $1 AND key = $2",
-                &[&ev.source, key],
-            )
-            .await?
-            .ok_or_else(|| StoreError("idempotency key vanished during the transaction".into()))?
-            .try_get(0)?;
-            let e = Entry::new(Action::Duplicate, ev.actor.as_str())
-                .tenant(&ev.tenant)
-                .event(&original)
-                .digest(&ev.digest)
-                .detail("same source and idempotencykey: original id returned, nothing stored");
-            chain.append(&e, now);
-            return Ok(Acceptance::Duplicate(original));
+/// Decides which events of a group are new, with one statement for the idempotency keys and one
+/// more for those already held, and writes the new events and their deliveries with one statement
+/// each. The first event of a `(source, key)` in the group claims it; the unique key decides
+/// against what is committed, also by other instances.
+async fn store_events(tx: &Transaction<'_>, events: &[&NewEvent], now: i64) -> StoreResult<Vec<Acceptance>> {
+    use std::collections::HashMap;
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut claims = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        if let Some(key) = &ev.idempotency_key {
+            first.entry((ev.source.as_str(), key.as_str())).or_insert_with(|| {
+                claims.push(i);
+                i
+            });
         }
     }
+    let mut held: HashMap<(String, String), String> = HashMap::new();
+    if !claims.is_empty() {
+        let source: Vec<&str> = claims.iter().map(|&i| events[i].source.as_str()).collect();
+        let key: Vec<&str> =
+            claims.iter().map(|&i| events[i].idempotency_key.as_deref().unwrap_or("")).collect();
+        let id: Vec<&str> = claims.iter().map(|&i| events[i].id.as_str()).collect();
+        let won = query(
+            tx,
+            "INSERT INTO idempotency (source, key, event_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+             ON CONFLICT (source, key) DO NOTHING RETURNING source, key",
+            &[&source, &key, &id],
+        )
+        .await?;
+        if won.len() < claims.len() {
+            let rows = query(
+                tx,
+                "SELECT i.source, i.key, i.event_id FROM idempotency i
+                 JOIN UNNEST($1::text[], $2::text[]) AS c (source, key) ON i.source = c.source AND i.key = c.key
+                 WHERE i.event_id <> ALL ($3::text[])",
+                &[&source, &key, &id],
+            )
+            .await?;
+            for r in &rows {
+                held.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        let Some(key) = &ev.idempotency_key else {
+            out.push(Acceptance::New(ev.id.clone()));
+            continue;
+        };
+        let claimer = first[&(ev.source.as_str(), key.as_str())];
+        let a = match held.get(&(ev.source.clone(), key.clone())) {
+            Some(original) => Acceptance::Duplicate(original.clone()),
+            None if claimer == i => Acceptance::New(ev.id.clone()),
+            None => Acceptance::Duplicate(events[claimer].id.clone()),
+        };
+        out.push(a);
+    }
+    let new: Vec<&NewEvent> =
+        events.iter().zip(&out).filter(|(_, a)| matches!(a, Acceptance::New(_))).map(|(ev, _)| *ev).collect();
+    if new.is_empty() {
+        return Ok(out);
+    }
+    let col = |f: fn(&NewEvent) -> &str| new.iter().map(|e| f(e)).collect::<Vec<&str>>();
+    let opt = |f: fn(&NewEvent) -> Option<&str>| new.iter().map(|e| f(e)).collect::<Vec<Option<&str>>>();
+    let bodies: Vec<&[u8]> = new.iter().map(|e| e.body.as_slice()).collect();
     execute(
         tx,
         "INSERT INTO events (id, source, type, tenant, subject, idempotency_key, correlation_id, received_at, digest, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         SELECT id, source, type, tenant, subject, key, correlation, $8, digest, body
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $9::text[], $10::bytea[])
+              AS e (id, source, type, tenant, subject, key, correlation, digest, body)",
         &[
-            &ev.id,
-            &ev.source,
-            &ev.event_type,
-            &ev.tenant,
-            &ev.subject,
-            &ev.idempotency_key,
-            &ev.correlation_id,
+            &col(|e| &e.id),
+            &col(|e| &e.source),
+            &col(|e| &e.event_type),
+            &col(|e| &e.tenant),
+            &opt(|e| e.subject.as_deref()),
+            &opt(|e| e.idempotency_key.as_deref()),
+            &opt(|e| e.correlation_id.as_deref()),
             &now,
-            &ev.digest,
-            &ev.body,
+            &col(|e| &e.digest),
+            &bodies,
         ],
     )
     .await?;
-    if !ev.destinations.is_empty() {
+    let (event_ids, destinations): (Vec<&str>, Vec<&str>) =
+        new.iter().flat_map(|e| e.destinations.iter().map(|d| (e.id.as_str(), d.as_str()))).unzip();
+    if !event_ids.is_empty() {
         execute(
             tx,
             "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)
-             SELECT $1, d, 'pending', 0, $3, $3, $3 FROM UNNEST($2::text[]) AS d",
-            &[&ev.id, &ev.destinations, &now],
+             SELECT e, d, 'pending', 0, $3, $3, $3 FROM UNNEST($1::text[], $2::text[]) AS x (e, d)",
+            &[&event_ids, &destinations, &now],
         )
         .await?;
+    }
+    Ok(out)
+}
+
+/// What follows an event's acceptance, in order: its read models and its audit record (a
+/// duplicate gets only the audit record).
+async fn after_accept(
+    tx: &Transaction<'_>,
+    chain: &mut Chain,
+    ev: &NewEvent,
+    a: &Acceptance,
+    now: i64,
+) -> StoreResult<()> {
+    if let Acceptance::Duplicate(original) = a {
+        let e = Entry::new(Action::Duplicate, ev.actor.as_str())
+            .tenant(&ev.tenant)
+            .event(original)
+            .digest(&ev.digest)
+            .detail("same source and idempotencykey: original id returned, nothing stored");
+        chain.append(&e, now);
+        return Ok(());
     }
     for p in &ev.projections {
         project(tx, chain, ev, p, now).await?;
@@ -207,7 +279,7 @@ async fn accept_one(
         .digest(&ev.digest)
         .detail(detail);
     chain.append(&e, now);
-    Ok(Acceptance::New(ev.id.clone()))
+    Ok(())
 }
 
 async fn project(
