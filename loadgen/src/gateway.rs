@@ -28,6 +28,31 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// How long the gateway may take to answer `/readyz` with 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// With `--postgres`: the server whose fresh databases the gateways run on (PostgreSQL store).
+static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every gateway started from now on use a fresh database on this PostgreSQL server
+/// (`postgres://user@host:port/db`, a role that may create databases).
+pub fn use_postgres(url: String) {
+    let _ = POSTGRES.set(url);
+}
+
+/// Creates a fresh database on the `--postgres` server and returns its URL.
+async fn fresh_database(admin: &str) -> Result<String> {
+    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .with_context(|| "connecting to the --postgres server")?;
+    tokio::spawn(conn);
+    let name = format!(
+        "loadgen_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+    );
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.context("creating the database")?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    Ok(format!("{base}/{name}"))
+}
+
 /// A running gateway; killed on [`Gateway::stop`] or when dropped.
 pub struct Gateway {
     child: Child,
@@ -35,6 +60,8 @@ pub struct Gateway {
     pub base: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
+    /// The fresh database of a `--postgres` run, dropped on [`Gateway::stop`].
+    database: Option<String>,
 }
 
 impl Gateway {
@@ -51,7 +78,13 @@ impl Gateway {
         let port = free_port()?;
         let listen = SocketAddr::from(([127, 0, 0, 1], port));
         let config_path = dir.path().join("gateway.toml");
-        let config = config(listen, &dir.path().join("data"), contracts_dir, webhook, coop_mappings);
+        let mut config = config(listen, &dir.path().join("data"), contracts_dir, webhook, coop_mappings);
+        let mut database = None;
+        if let Some(admin) = POSTGRES.get() {
+            let url = fresh_database(admin).await?;
+            config.push_str(&format!("\n[store]\nkind = \"postgres\"\nurl = \"{url}\"\n"));
+            database = url.rsplit_once('/').map(|(_, name)| name.to_string());
+        }
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
         let log = dir.path().join("gateway.log");
         let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -72,7 +105,7 @@ impl Gateway {
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("the gateway exited at once")?;
-        let mut gw = Self { child, pid, base: format!("http://{listen}"), log, _dir: dir };
+        let mut gw = Self { child, pid, base: format!("http://{listen}"), log, _dir: dir, database };
         gw.wait_ready().await?;
         Ok(gw)
     }
@@ -116,6 +149,16 @@ impl Gateway {
     /// Kills the process and waits for it.
     pub async fn stop(mut self) -> Result<()> {
         self.child.kill().await.context("killing the gateway")?;
+        if let (Some(admin), Some(name)) = (POSTGRES.get(), self.database.take()) {
+            let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+                .await
+                .context("connecting to the --postgres server")?;
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await
+                .context("dropping the database")?;
+        }
         Ok(())
     }
 }

@@ -102,6 +102,11 @@ struct Args {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the gateways of a, b, c, d and coop on the PostgreSQL store: a fresh database on this
+    /// server for each (e.g. postgres://postgres@127.0.0.1:5432/postgres). The sqlite figure stays
+    /// the SQLite ceiling.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 /// Event counts and durations after `--quick`.
@@ -150,6 +155,9 @@ async fn run(args: Args) -> Result<bool> {
         if !["sqlite", "a", "b", "c", "d", "coop", "export", "flussi"].contains(&s.as_str()) {
             bail!("unknown scenario '{s}' in --only (use sqlite,a,b,c,d,coop,export,flussi)");
         }
+    }
+    if let Some(url) = args.postgres.clone() {
+        gateway::use_postgres(url);
     }
     let wants = |s: &str| args.only.iter().any(|o| o == s);
     let root = repo_root(args.root.as_deref())?;
