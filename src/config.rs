@@ -137,8 +137,8 @@ pub enum QueueKind {
     Rabbitmq,
 }
 
-/// `[queue]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[queue]`. `Debug` hides the broker password.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     #[serde(default)]
@@ -164,6 +164,18 @@ fn default_exchange() -> String {
 
 fn default_delivery_limit() -> u32 {
     20
+}
+
+impl std::fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("exchange", &self.exchange)
+            .field("prefetch", &self.prefetch)
+            .field("delivery_limit", &self.delivery_limit)
+            .finish()
+    }
 }
 
 impl Default for QueueConfig {
@@ -877,6 +889,18 @@ jwks_path = "/etc/csi/pdnd-jwks.json"
         assert!(!debug.contains("s3cret") && !debug.contains("other"), "{debug}");
         assert!(debug.contains("postgres://gw:***@db.example:5432/csi?password=***"), "{debug}");
         assert_eq!(redact_url("postgres://gw@db/csi"), "postgres://gw@db/csi");
+    }
+
+    #[test]
+    fn broker_password_never_shows_in_debug_output() {
+        let q = QueueConfig {
+            kind: QueueKind::Rabbitmq,
+            url: Some("amqp://gw:br0ker@mq.example:5672/%2f".into()),
+            ..QueueConfig::default()
+        };
+        let debug = format!("{q:?}");
+        assert!(!debug.contains("br0ker"), "{debug}");
+        assert!(debug.contains("amqp://gw:***@mq.example:5672/%2f"), "{debug}");
     }
 
     #[test]
