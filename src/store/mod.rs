@@ -49,6 +49,31 @@ pub struct NewEvent {
     pub projections: Vec<Projection>,
 }
 
+impl NewEvent {
+    /// The audit record of this event recognised as a duplicate of `original`.
+    pub fn duplicate_entry(&self, original: &str) -> Entry {
+        Entry::new(crate::audit::Action::Duplicate, self.actor.as_str())
+            .tenant(&self.tenant)
+            .event(original)
+            .digest(&self.digest)
+            .detail("same source and idempotencykey: original id returned, nothing stored")
+    }
+
+    /// The audit record of this event's acceptance, naming where it is routed.
+    pub fn accepted_entry(&self) -> Entry {
+        let detail = if self.destinations.is_empty() {
+            "no route matches: stored, not delivered".to_string()
+        } else {
+            format!("routed to {}", self.destinations.join(", "))
+        };
+        Entry::new(crate::audit::Action::Accepted, self.actor.as_str())
+            .tenant(&self.tenant)
+            .event(&self.id)
+            .digest(&self.digest)
+            .detail(detail)
+    }
+}
+
 /// A read model derived from an accepted event, written in the same transaction.
 #[derive(Debug, Clone)]
 pub enum Projection {

@@ -451,12 +451,7 @@ fn accept_one(
             tx.prepare_cached("SELECT event_id FROM idempotency WHERE source = ?1 AND key = ?2")?;
         let original: Option<String> = find.query_row(params![ev.source, key], |r| r.get(0)).optional()?;
         if let Some(original) = original {
-            let e = Entry::new(Action::Duplicate, ev.actor.as_str())
-                .tenant(&ev.tenant)
-                .event(&original)
-                .digest(&ev.digest)
-                .detail("same source and idempotencykey: original id returned, nothing stored");
-            append(tx, head, &e, now)?;
+            append(tx, head, &ev.duplicate_entry(&original), now)?;
             return Ok(Acceptance::Duplicate(original));
         }
         tx.prepare_cached("INSERT INTO idempotency (source, key, event_id) VALUES (?1, ?2, ?3)")?
@@ -488,17 +483,7 @@ fn accept_one(
     for p in &ev.projections {
         project(tx, head, ev, p, now)?;
     }
-    let detail = if ev.destinations.is_empty() {
-        "no route matches: stored, not delivered".to_string()
-    } else {
-        format!("routed to {}", ev.destinations.join(", "))
-    };
-    let e = Entry::new(Action::Accepted, ev.actor.as_str())
-        .tenant(&ev.tenant)
-        .event(&ev.id)
-        .digest(&ev.digest)
-        .detail(detail);
-    append(tx, head, &e, now)?;
+    append(tx, head, &ev.accepted_entry(), now)?;
     Ok(Acceptance::New(ev.id.clone()))
 }
 

@@ -257,28 +257,13 @@ async fn after_accept(
     now: i64,
 ) -> StoreResult<()> {
     if let Acceptance::Duplicate(original) = a {
-        let e = Entry::new(Action::Duplicate, ev.actor.as_str())
-            .tenant(&ev.tenant)
-            .event(original)
-            .digest(&ev.digest)
-            .detail("same source and idempotencykey: original id returned, nothing stored");
-        chain.append(&e, now);
+        chain.append(&ev.duplicate_entry(original), now);
         return Ok(());
     }
     for p in &ev.projections {
         project(tx, chain, ev, p, now).await?;
     }
-    let detail = if ev.destinations.is_empty() {
-        "no route matches: stored, not delivered".to_string()
-    } else {
-        format!("routed to {}", ev.destinations.join(", "))
-    };
-    let e = Entry::new(Action::Accepted, ev.actor.as_str())
-        .tenant(&ev.tenant)
-        .event(&ev.id)
-        .digest(&ev.digest)
-        .detail(detail);
-    chain.append(&e, now);
+    chain.append(&ev.accepted_entry(), now);
     Ok(())
 }
 
