@@ -62,6 +62,8 @@ pub struct Gateway {
     _dir: tempfile::TempDir,
     /// The fresh database of a `--postgres` run, dropped on [`Gateway::stop`].
     database: Option<String>,
+    /// The PostgreSQL store's URL in a `--postgres` run.
+    store_url: Option<String>,
 }
 
 impl Gateway {
@@ -74,16 +76,45 @@ impl Gateway {
         webhook: Option<&str>,
         coop_mappings: Option<&Path>,
     ) -> Result<Self> {
+        Self::start_on(binary, contracts_dir, webhook, coop_mappings, None).await
+    }
+
+    /// Another instance on the same PostgreSQL database as `first` (a `--postgres` run); the
+    /// database is dropped by `first`.
+    pub async fn start_beside(
+        first: &Gateway,
+        binary: &Path,
+        contracts_dir: &Path,
+        webhook: Option<&str>,
+    ) -> Result<Self> {
+        let url = first.store_url.clone().context("a second instance needs --postgres")?;
+        Self::start_on(binary, contracts_dir, webhook, None, Some(url)).await
+    }
+
+    async fn start_on(
+        binary: &Path,
+        contracts_dir: &Path,
+        webhook: Option<&str>,
+        coop_mappings: Option<&Path>,
+        shared_store: Option<String>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating the gateway's temporary directory")?;
         let port = free_port()?;
         let listen = SocketAddr::from(([127, 0, 0, 1], port));
         let config_path = dir.path().join("gateway.toml");
         let mut config = config(listen, &dir.path().join("data"), contracts_dir, webhook, coop_mappings);
-        let mut database = None;
+        let (mut database, mut store_url) = (None, None);
         if let Some(admin) = POSTGRES.get() {
-            let url = fresh_database(admin).await?;
+            let url = match shared_store {
+                Some(url) => url,
+                None => {
+                    let url = fresh_database(admin).await?;
+                    database = url.rsplit_once('/').map(|(_, name)| name.to_string());
+                    url
+                }
+            };
             config.push_str(&format!("\n[store]\nkind = \"postgres\"\nurl = \"{url}\"\n"));
-            database = url.rsplit_once('/').map(|(_, name)| name.to_string());
+            store_url = Some(url);
         }
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
         let log = dir.path().join("gateway.log");
@@ -105,7 +136,8 @@ impl Gateway {
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("the gateway exited at once")?;
-        let mut gw = Self { child, pid, base: format!("http://{listen}"), log, _dir: dir, database };
+        let mut gw =
+            Self { child, pid, base: format!("http://{listen}"), log, _dir: dir, database, store_url };
         gw.wait_ready().await?;
         Ok(gw)
     }

@@ -10,6 +10,7 @@
 //! | `a` | batch accept: K clients POST batches of 100 until N events are accepted → events/s |
 //! | `b` | single-event accept: 32 clients, one event per request → events/s |
 //! | `c` | end to end: batches in, delivered to a loopback webhook receiver → delivered events/s |
+//! | `c2` | end to end through two instances sharing one PostgreSQL database (`--postgres`) → delivered events/s |
 //! | `d` | latency: open loop at a fixed rate of single events → p50/p95/p99/max |
 //! | (e) | resident memory (`VmRSS`) of the gateway: idle, and peak under every scenario |
 //! | `coop` | cooperatives: a 100,000-row Excel CSV uploaded in one request → rows/s, peak RSS |
@@ -77,7 +78,8 @@ struct Args {
     /// Smoke run: 1/10 of every event count and 3 s of latency scenario.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, among sqlite,a,b,c,d,coop,export,flussi (memory is sampled in whichever run).
+    /// Scenarios to run, among sqlite,a,b,c,c2,d,coop,export,flussi (memory is sampled in whichever
+    /// run; c2, end to end through two instances on one database, needs --postgres).
     #[arg(long, value_delimiter = ',', default_value = "sqlite,a,b,c,d")]
     only: Vec<String>,
     /// Rows of the cooperatives scenario's CSV.
@@ -152,8 +154,8 @@ async fn main() -> ExitCode {
 /// Runs the selected scenarios; `Ok(false)` when one of them failed to complete.
 async fn run(args: Args) -> Result<bool> {
     for s in &args.only {
-        if !["sqlite", "a", "b", "c", "d", "coop", "export", "flussi"].contains(&s.as_str()) {
-            bail!("unknown scenario '{s}' in --only (use sqlite,a,b,c,d,coop,export,flussi)");
+        if !["sqlite", "a", "b", "c", "c2", "d", "coop", "export", "flussi"].contains(&s.as_str()) {
+            bail!("unknown scenario '{s}' in --only (use sqlite,a,b,c,c2,d,coop,export,flussi)");
         }
     }
     if let Some(url) = args.postgres.clone() {
@@ -274,8 +276,16 @@ async fn run(args: Args) -> Result<bool> {
                 let url = format!("http://{addr}/events");
                 let bodies = template.batches("c", plan.e2e_events, BATCH_SIZE);
                 with_gateway(&binary, &contracts, Some(&url), None, &mut idle_rss, |base, pid| async move {
-                    scenarios::end_to_end(&http, &base, pid, &receiver, bodies, args.clients, plan.e2e_events)
-                        .await
+                    scenarios::end_to_end(
+                        &http,
+                        &[base],
+                        pid,
+                        &receiver,
+                        bodies,
+                        args.clients,
+                        plan.e2e_events,
+                    )
+                    .await
                 })
                 .await
             }
@@ -295,6 +305,55 @@ async fn run(args: Args) -> Result<bool> {
                 &mut load_rss,
                 "c",
                 "end-to-end delivered",
+                outcome,
+                TARGET_E2E,
+                vs,
+            );
+        }
+        // c2. End to end through two instances sharing one PostgreSQL database.
+        if wants("c2") {
+            let http = http.clone();
+            eprintln!("loadgen: c2: end to end through two instances, {} events...", plan.e2e_events);
+            let outcome = async {
+                if args.postgres.is_none() {
+                    bail!("scenario c2 needs --postgres (two instances share one database)");
+                }
+                let (receiver, addr) = receiver::Receiver::start().await?;
+                let url = format!("http://{addr}/events");
+                let bodies = template.batches("c2", plan.e2e_events, BATCH_SIZE);
+                let first = Gateway::start(&binary, &contracts, Some(&url), None).await?;
+                let second = Gateway::start_beside(&first, &binary, &contracts, Some(&url)).await?;
+                let bases = [first.base.clone(), second.base.clone()];
+                let t = scenarios::end_to_end(
+                    &http,
+                    &bases,
+                    first.pid(),
+                    &receiver,
+                    bodies,
+                    args.clients,
+                    plan.e2e_events,
+                )
+                .await;
+                second.stop().await?;
+                first.stop().await?;
+                t
+            }
+            .await;
+            if let Ok(t) = &outcome {
+                if let Some(acc) = t.accepted_after {
+                    report.notes.push(format!(
+                        "c2: all {} events accepted after {:.2} s, all delivered after {:.2} s (two instances)",
+                        t.events,
+                        acc.as_secs_f64(),
+                        t.elapsed.as_secs_f64()
+                    ));
+                }
+            }
+            record_throughput(
+                &mut report,
+                &mut load_rss,
+                "c2",
+                "end-to-end delivered, 2 instances",
                 outcome,
                 TARGET_E2E,
                 vs,

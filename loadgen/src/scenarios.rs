@@ -104,15 +104,16 @@ impl RssSampler {
 /// Aborts on the first answer that is not `202`, or on a duplicate inside a batch.
 pub async fn post_all(
     http: reqwest::Client,
-    url: String,
+    urls: Vec<String>,
     bodies: Arc<Vec<Vec<u8>>>,
     content_type: &'static str,
     clients: usize,
 ) -> Result<usize> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
-    for _ in 0..clients.max(1) {
-        let (http, url, bodies, next) = (http.clone(), url.clone(), bodies.clone(), next.clone());
+    for w in 0..clients.max(1) {
+        let url = urls[w % urls.len()].clone();
+        let (http, bodies, next) = (http.clone(), bodies.clone(), next.clone());
         workers.spawn(async move {
             let mut accepted = 0usize;
             loop {
@@ -168,7 +169,7 @@ pub async fn accept(
     let url = format!("{base}/v1/events");
     let sampler = RssSampler::start(pid);
     let start = Instant::now();
-    let events = post_all(http.clone(), url, Arc::new(bodies), content_type, clients).await;
+    let events = post_all(http.clone(), vec![url], Arc::new(bodies), content_type, clients).await;
     let elapsed = start.elapsed();
     let peak_rss = sampler.finish().await;
     let events = events?;
@@ -181,18 +182,18 @@ pub async fn accept(
 /// End to end: POST the batches and wait until `receiver` has seen `expected` distinct deliveries.
 pub async fn end_to_end(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     pid: u32,
     receiver: &Receiver,
     batches: Vec<Vec<u8>>,
     clients: usize,
     expected: usize,
 ) -> Result<Throughput> {
-    let url = format!("{base}/v1/events");
+    let urls: Vec<String> = bases.iter().map(|base| format!("{base}/v1/events")).collect();
     let mut delivered = receiver.subscribe();
     let sampler = RssSampler::start(pid);
     let start = Instant::now();
-    let mut sender = tokio::spawn(post_all(http.clone(), url, Arc::new(batches), BATCH, clients));
+    let mut sender = tokio::spawn(post_all(http.clone(), urls, Arc::new(batches), BATCH, clients));
     let mut accepted_after = None;
     let outcome = loop {
         let so_far = *delivered.borrow();
