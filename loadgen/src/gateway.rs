@@ -138,7 +138,11 @@ impl Gateway {
         let pid = child.id().context("the gateway exited at once")?;
         let mut gw =
             Self { child, pid, base: format!("http://{listen}"), log, _dir: dir, database, store_url };
-        gw.wait_ready().await?;
+        if let Err(e) = gw.wait_ready().await {
+            // Stopping drops a fresh database too.
+            let _ = gw.stop().await;
+            return Err(e);
+        }
         Ok(gw)
     }
 
