@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::*;
-use csi_gateway::audit;
 use csi_gateway::store::sqlite::SqliteStore;
-use csi_gateway::store::{NewEvent, Queue, Store};
+use csi_gateway::store::{Queue, Store};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -32,19 +31,6 @@ const TABLES: &[&str] = &[
 
 fn ids(v: &Value) -> Vec<String> {
     v["ids"].as_array().expect("ids").iter().map(|i| i.as_str().expect("id").to_string()).collect()
-}
-
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(args)
-        .env("CSI_GATEWAY_LOG", "warn")
-        .output()
-        .expect("run csi-gateway");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn sqlite_counts(db: &std::path::Path) -> HashMap<String, i64> {
@@ -109,13 +95,13 @@ async fn embedded_installation_moves_to_postgres_with_history_and_audit_chain() 
 
     // The move.
     let from = format!("sqlite://{}", sqlite.data_dir().display());
-    let (code, out, err) = run(&["migrate", "--from", &from, "--to", &db.url]);
+    let (code, out, err) = cli(&["migrate", "--from", &from, "--to", &db.url]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains(&format!("audit chain verified ({records} records)")), "{out}");
     assert_eq!(pg_counts(&db).await, counts, "every table copied whole");
 
     // A second move into the same database is refused, and changes nothing.
-    let (code, out, err) = run(&["migrate", "--from", &from, "--to", &db.url]);
+    let (code, out, err) = cli(&["migrate", "--from", &from, "--to", &db.url]);
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(err.contains("not empty"), "{err}");
     assert_eq!(pg_counts(&db).await, counts);
@@ -163,33 +149,16 @@ async fn embedded_installation_moves_to_postgres_with_history_and_audit_chain() 
     assert!(v["records"].as_i64().unwrap_or(0) > records, "{v}");
 }
 
-fn event(n: usize) -> NewEvent {
-    NewEvent {
-        id: format!("ev-{n}"),
-        source: "/test".into(),
-        event_type: PRESTAZIONE.into(),
-        tenant: "F205".into(),
-        subject: None,
-        idempotency_key: Some(format!("k-{n}")),
-        correlation_id: None,
-        body: format!(r#"{{"id":"ev-{n}"}}"#).into_bytes(),
-        digest: audit::digest(b"x"),
-        destinations: vec!["d".into()],
-        actor: "tester".into(),
-        projections: Vec::new(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_in_flight_arrive_pending_and_unpublished() {
     let db = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.accept(vec![event(1), event(2)], vec![]).await.unwrap();
+        store.accept(vec![new_event(1, Some("k-1")), new_event(2, Some("k-2"))], vec![]).await.unwrap();
         assert_eq!(store.claim("d".into(), 1, 60_000).await.unwrap().len(), 1);
     }
-    let (code, out, err) = run(&[
+    let (code, out, err) = cli(&[
         "migrate",
         "--from",
         &format!("sqlite://{}", dir.path().join("gateway.db").display()),
@@ -213,7 +182,7 @@ async fn a_store_holding_siuss_flussi_stays_embedded() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.accept(vec![event(1)], vec![]).await.unwrap();
+        store.accept(vec![new_event(1, Some("k-1"))], vec![]).await.unwrap();
     }
     let conn = rusqlite::Connection::open(dir.path().join("gateway.db")).unwrap();
     conn.execute(
@@ -227,7 +196,7 @@ async fn a_store_holding_siuss_flussi_stays_embedded() {
     .unwrap();
     drop(conn);
     let (code, out, err) =
-        run(&["migrate", "--from", &format!("sqlite://{}", dir.path().display()), "--to", &db.url]);
+        cli(&["migrate", "--from", &format!("sqlite://{}", dir.path().display()), "--to", &db.url]);
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(err.contains("SIUSS") && err.contains("embedded"), "{err}");
     let pg = db.client().await;

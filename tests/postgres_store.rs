@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::*;
-use csi_gateway::audit::{self, Action, Entry};
+use csi_gateway::audit::{Action, Entry};
 use csi_gateway::store::postgres::PgStore;
-use csi_gateway::store::{
-    now_ms, Acceptance, Completion, DeadLetterFilter, NewEvent, Outbox, Outcome, Queue, Store,
-};
+use csi_gateway::store::{now_ms, Acceptance, Completion, DeadLetterFilter, Outbox, Outcome, Queue, Store};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -273,36 +271,24 @@ async fn two_gateways_on_one_database_share_the_work() {
 
 // The store's own rules, through the library.
 
-fn event(n: usize, key: Option<&str>) -> NewEvent {
-    NewEvent {
-        id: format!("ev-{n}"),
-        source: "/test".into(),
-        event_type: PRESTAZIONE.into(),
-        tenant: "F205".into(),
-        subject: None,
-        idempotency_key: key.map(str::to_string),
-        correlation_id: None,
-        body: format!(r#"{{"id":"ev-{n}"}}"#).into_bytes(),
-        digest: audit::digest(b"x"),
-        destinations: vec!["d".into()],
-        actor: "tester".into(),
-        projections: Vec::new(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_get_the_original_id_within_a_batch_and_across_instances() {
     let db = PgDb::create().await;
     let store = PgStore::connect(&db.url, 4).await.expect("connect");
-    let out = store.accept(vec![event(1, Some("k")), event(2, Some("k"))], vec![]).await.unwrap();
+    let out = store.accept(vec![new_event(1, Some("k")), new_event(2, Some("k"))], vec![]).await.unwrap();
     assert_eq!(out, vec![Acceptance::New("ev-1".into()), Acceptance::Duplicate("ev-1".into())]);
     assert!(store.event("ev-2".into()).await.unwrap().is_none());
-    let again = store.accept(vec![event(3, Some("k"))], vec![]).await.unwrap();
+    let again = store.accept(vec![new_event(3, Some("k"))], vec![]).await.unwrap();
     assert_eq!(again, vec![Acceptance::Duplicate("ev-1".into())]);
     // A committed key twice, then a new key twice, in one batch.
     let mixed = store
         .accept(
-            vec![event(4, Some("k")), event(5, Some("k")), event(6, Some("m")), event(7, Some("m"))],
+            vec![
+                new_event(4, Some("k")),
+                new_event(5, Some("k")),
+                new_event(6, Some("m")),
+                new_event(7, Some("m")),
+            ],
             vec![],
         )
         .await
@@ -319,8 +305,8 @@ async fn duplicates_get_the_original_id_within_a_batch_and_across_instances() {
     // Two instances racing on one key: one event.
     let other = PgStore::connect(&db.url, 4).await.expect("connect");
     let (a, b) = tokio::join!(
-        store.accept(vec![event(8, Some("race"))], vec![]),
-        other.accept(vec![event(9, Some("race"))], vec![])
+        store.accept(vec![new_event(8, Some("race"))], vec![]),
+        other.accept(vec![new_event(9, Some("race"))], vec![])
     );
     let mut got = vec![a.unwrap().remove(0), b.unwrap().remove(0)];
     got.sort_by_key(|a| matches!(a, Acceptance::Duplicate(_)));
@@ -341,7 +327,7 @@ async fn instances_never_claim_the_same_delivery_and_expired_leases_are_taken_ov
     let db = PgDb::create().await;
     let a = PgStore::connect(&db.url, 4).await.expect("connect a");
     let b = PgStore::connect(&db.url, 4).await.expect("connect b");
-    a.accept((0..50).map(|n| event(n, None)).collect(), vec![]).await.unwrap();
+    a.accept((0..50).map(|n| new_event(n, None)).collect(), vec![]).await.unwrap();
     let (ca, cb) = tokio::join!(a.claim("d".into(), 30, 60_000), b.claim("d".into(), 30, 60_000));
     let (ca, cb) = (ca.unwrap(), cb.unwrap());
     let mut all: Vec<i64> = ca.iter().chain(&cb).map(|t| t.delivery_id).collect();
@@ -351,7 +337,7 @@ async fn instances_never_claim_the_same_delivery_and_expired_leases_are_taken_ov
     assert_eq!(all.len(), 50, "no delivery claimed twice");
     assert!(a.claim("d".into(), 10, 60_000).await.unwrap().is_empty(), "leased work stays leased");
     // A short lease that expires (its holder died) is taken over by another instance.
-    a.accept(vec![event(100, None)], vec![]).await.unwrap();
+    a.accept(vec![new_event(100, None)], vec![]).await.unwrap();
     let short = a.claim("d".into(), 1, 50).await.unwrap();
     assert_eq!(short.len(), 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -364,7 +350,7 @@ async fn instances_never_claim_the_same_delivery_and_expired_leases_are_taken_ov
 async fn outbox_lists_unpublished_work_and_replay_makes_it_unpublished_again() {
     let db = PgDb::create().await;
     let store = PgStore::connect(&db.url, 4).await.expect("connect");
-    store.accept(vec![event(1, None), event(2, None)], vec![]).await.unwrap();
+    store.accept(vec![new_event(1, None), new_event(2, None)], vec![]).await.unwrap();
     let out = store.unpublished(10).await.unwrap();
     assert_eq!(out.iter().map(|t| t.event_id.as_str()).collect::<Vec<_>>(), vec!["ev-1", "ev-2"]);
     assert_eq!(out[0].body, br#"{"id":"ev-1"}"#.to_vec(), "tasks carry the body");

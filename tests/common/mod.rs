@@ -229,18 +229,10 @@ impl Gateway {
 
     /// Runs the binary with this gateway's configuration; exit code, stdout and stderr.
     pub fn cli(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .env("CSI_GATEWAY_LOG", "warn")
-            .output()
-            .expect("run csi-gateway");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let config = self.config_path.to_string_lossy();
+        let mut all = vec!["--config", config.as_ref()];
+        all.extend_from_slice(args);
+        cli(&all)
     }
 
     pub async fn wait_ready(&mut self) {
@@ -496,4 +488,34 @@ pub fn prestazione(n: usize, tenant: &str) -> Value {
     ev["idempotencykey"] = json!(format!("prestazione-{tenant}-{n}-{}", std::process::id()));
     ev["tenant"] = json!(tenant);
     ev
+}
+
+/// Runs the binary with these arguments; exit code, stdout and stderr.
+pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out =
+        Command::new(bin()).args(args).env("CSI_GATEWAY_LOG", "warn").output().expect("run csi-gateway");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A routed prestazione ready for a store (`ev-<n>`, tenant F205, destination `d`), for tests
+/// that drive a store through the library.
+pub fn new_event(n: usize, key: Option<&str>) -> csi_gateway::store::NewEvent {
+    csi_gateway::store::NewEvent {
+        id: format!("ev-{n}"),
+        source: "/test".into(),
+        event_type: PRESTAZIONE.into(),
+        tenant: "F205".into(),
+        subject: None,
+        idempotency_key: key.map(str::to_string),
+        correlation_id: None,
+        body: format!(r#"{{"id":"ev-{n}"}}"#).into_bytes(),
+        digest: csi_gateway::audit::digest(b"x"),
+        destinations: vec!["d".into()],
+        actor: "tester".into(),
+        projections: Vec::new(),
+    }
 }
