@@ -290,16 +290,7 @@ async fn run(args: Args) -> Result<bool> {
                 .await
             }
             .await;
-            if let Ok(t) = &outcome {
-                if let Some(acc) = t.accepted_after {
-                    report.notes.push(format!(
-                        "c: all {} events accepted after {:.2} s, all delivered after {:.2} s",
-                        t.events,
-                        acc.as_secs_f64(),
-                        t.elapsed.as_secs_f64()
-                    ));
-                }
-            }
+            note_end_to_end(&mut report, "c", &outcome);
             record_throughput(
                 &mut report,
                 &mut load_rss,
@@ -339,16 +330,7 @@ async fn run(args: Args) -> Result<bool> {
                 t
             }
             .await;
-            if let Ok(t) = &outcome {
-                if let Some(acc) = t.accepted_after {
-                    report.notes.push(format!(
-                        "c2: all {} events accepted after {:.2} s, all delivered after {:.2} s (two instances)",
-                        t.events,
-                        acc.as_secs_f64(),
-                        t.elapsed.as_secs_f64()
-                    ));
-                }
-            }
+            note_end_to_end(&mut report, "c2 (two instances)", &outcome);
             record_throughput(
                 &mut report,
                 &mut load_rss,
@@ -491,6 +473,17 @@ where
     let outcome = outcome.map_err(|e| e.context(format!("gateway log tail:\n{}", gw.log_tail())));
     gw.stop().await?;
     outcome
+}
+
+/// Notes when an end-to-end run had everything accepted and everything delivered.
+fn note_end_to_end(report: &mut Report, scenario: &str, outcome: &Result<Throughput>) {
+    if let Ok(Throughput { events, elapsed, accepted_after: Some(accepted), .. }) = outcome {
+        report.notes.push(format!(
+            "{scenario}: all {events} events accepted after {:.2} s, all delivered after {:.2} s",
+            accepted.as_secs_f64(),
+            elapsed.as_secs_f64()
+        ));
+    }
 }
 
 /// Adds a throughput figure (or the failure) and the scenario's peak RSS.
