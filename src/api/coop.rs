@@ -98,8 +98,13 @@ pub async fn upload(
         }
     };
     let tenant = tenant_of(&caller, params.tenant)?;
-    let input = Box::new(BodyReader::new(body, max));
-    match coop.upload(&app.pipeline, &caller, &tenant, &params.mapping, kind, input).await {
+    let (reader, received) = BodyReader::new(body, max);
+    let uploaded =
+        coop.upload(&app.pipeline, &caller, &tenant, &params.mapping, kind, Box::new(reader)).await;
+    // Answer once the body is read (or given up on): answering earlier resets a connection the
+    // client is still writing to, and it would never see the answer.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), received).await;
+    match uploaded {
         Err(CoopError::Forbidden(why)) => {
             let e = Entry::new(Action::Denied, caller.name.as_str()).tenant(&tenant).detail(&why);
             app.store.audit(vec![e]).await?;
@@ -132,9 +137,10 @@ struct BodyReader {
 }
 
 impl BodyReader {
-    fn new(body: axum::body::Body, max: usize) -> Self {
+    /// The reader, and a task that ends once the body has been read to its end or given up on.
+    fn new(body: axum::body::Body, max: usize) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, chunks) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(async move {
+        let received = tokio::spawn(async move {
             use futures_util::StreamExt;
             let mut stream = body.into_data_stream();
             let mut total = 0usize;
@@ -152,13 +158,27 @@ impl BodyReader {
                     }
                     Err(e) => Err(std::io::Error::other(format!("the upload broke off: {e}"))),
                 };
+                let over = total > max;
                 let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
+                if tx.send(item).await.is_err() || (failed && !over) {
+                    return;
+                }
+                if over {
+                    // The report answers a file over the limit; a client still sending it would
+                    // see the connection reset instead of the report if the rest stayed unread.
+                    // Read and discard up to another `max` bytes, then give up on the client.
+                    let mut discarded = 0usize;
+                    while let Some(Ok(bytes)) = stream.next().await {
+                        discarded += bytes.len();
+                        if discarded > max {
+                            break;
+                        }
+                    }
                     return;
                 }
             }
         });
-        Self { chunks, current: Bytes::new() }
+        (Self { chunks, current: Bytes::new() }, received)
     }
 }
 
