@@ -8,6 +8,8 @@ use csi_gateway_webhook::{WebhookConfig, WebhookSink};
 
 use crate::api::{self, App, AppState};
 use crate::auth::Clients;
+use crate::broker::relay::Relay;
+use crate::broker::{Broker, Publisher};
 use crate::config::{Config, DestinationConfig};
 use crate::contracts::Contracts;
 use crate::deliver::{self, Destination};
@@ -16,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Projections, Queue, Store};
+use crate::store::{Outbox, Projections, Queue, Store};
 
 /// Builds the outbound adapter of a destination.
 pub fn sink(d: &DestinationConfig) -> anyhow::Result<Arc<dyn Outbound>> {
@@ -47,6 +49,8 @@ struct Backend {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     projections: Arc<dyn Projections>,
+    /// Cluster mode: the outbox a broker relay publishes.
+    outbox: Option<Arc<dyn Outbox>>,
     /// Embedded mode only: the SIUSS adapter's store.
     sqlite: Option<Arc<SqliteStore>>,
 }
@@ -55,11 +59,8 @@ struct Backend {
 pub async fn start(config: &Config) -> anyhow::Result<AppState> {
     use crate::config::{QueueKind, StoreKind};
     let contracts = contracts(config)?;
-    if config.queue.kind == QueueKind::Rabbitmq {
-        anyhow::bail!("queue.kind = \"rabbitmq\" is not available in this build");
-    }
     let metrics = Arc::new(Metrics::default());
-    let Backend { store, queue, projections, sqlite } = match config.store.kind {
+    let Backend { store, queue, projections, outbox, sqlite } = match config.store.kind {
         StoreKind::Sqlite => {
             let store = SqliteStore::open(&config.server.data_dir)
                 .with_context(|| format!("opening the store in {}", config.server.data_dir.display()))?;
@@ -67,6 +68,7 @@ pub async fn start(config: &Config) -> anyhow::Result<AppState> {
                 store: store.clone(),
                 queue: store.clone(),
                 projections: store.clone(),
+                outbox: None,
                 sqlite: Some(store),
             }
         }
@@ -75,7 +77,13 @@ pub async fn start(config: &Config) -> anyhow::Result<AppState> {
                 config.store.url.as_deref().context("store.url is required with kind = \"postgres\"")?;
             let store = PgStore::connect(url, config.store.pool_size).await.context("[store]")?;
             tracing::info!(store = %store.target(), "cluster mode: PostgreSQL store and queue");
-            Backend { store: store.clone(), queue: store.clone(), projections: store, sqlite: None }
+            Backend {
+                store: store.clone(),
+                queue: store.clone(),
+                projections: store.clone(),
+                outbox: Some(store),
+                sqlite: None,
+            }
         }
     };
     let (siuss, waas) = match (&config.inps, &sqlite) {
@@ -102,7 +110,38 @@ pub async fn start(config: &Config) -> anyhow::Result<AppState> {
             Ok(Destination { config: d.clone(), sink })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let health = deliver::spawn_workers(queue.clone(), destinations, metrics.clone());
+    let (health, relay, broker) = match (config.queue.kind, outbox) {
+        (QueueKind::Rabbitmq, Some(outbox)) => {
+            let names = destinations.iter().map(|d| d.config.name.clone()).collect();
+            let broker = Broker::new(&config.queue, names)?;
+            // Unreachable at start is not fatal: the consumers and the relay connect when it is
+            // back, and /readyz says so meanwhile.
+            if let Err(e) = broker.ready().await {
+                tracing::warn!(error = %e, "RabbitMQ not reachable yet: accepting answers 503 until it is");
+            }
+            tracing::info!(broker = %broker.target(), exchange = %config.queue.exchange, "cluster mode: RabbitMQ queue");
+            let relay = Relay::spawn(
+                outbox,
+                Publisher::new(broker.clone()),
+                config.queue.exchange.clone(),
+                std::time::Duration::from_millis(config.queue.confirm_timeout_ms),
+            );
+            let health = crate::broker::consume::spawn_consumers(
+                broker.clone(),
+                queue.clone(),
+                destinations,
+                metrics.clone(),
+                config.queue.prefetch,
+            );
+            (health, Some(relay), Some(broker))
+        }
+        (QueueKind::Rabbitmq, None) => {
+            anyhow::bail!("queue.kind = \"rabbitmq\" needs store.kind = \"postgres\"")
+        }
+        (QueueKind::Store, _) => {
+            (deliver::spawn_workers(queue.clone(), destinations, metrics.clone()), None, None)
+        }
+    };
     let coop = match crate::coop::Coop::new(config.coop.clone(), projections) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
@@ -125,7 +164,9 @@ pub async fn start(config: &Config) -> anyhow::Result<AppState> {
             router: Router::new(config.routes.clone()),
             limits: config.limits.clone(),
             metrics: metrics.clone(),
+            relay,
         },
+        broker,
         clients,
         store,
         queue,

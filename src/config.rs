@@ -156,6 +156,14 @@ pub struct QueueConfig {
     /// (crashing consumers) is parked as a poison message.
     #[serde(default = "default_delivery_limit")]
     pub delivery_limit: u32,
+    /// How long an accepting request waits for RabbitMQ's publisher confirm before it answers
+    /// 503 (the event stays committed and is published later).
+    #[serde(default = "default_confirm_timeout_ms")]
+    pub confirm_timeout_ms: u64,
+}
+
+fn default_confirm_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_exchange() -> String {
@@ -174,6 +182,7 @@ impl std::fmt::Debug for QueueConfig {
             .field("exchange", &self.exchange)
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
+            .field("confirm_timeout_ms", &self.confirm_timeout_ms)
             .finish()
     }
 }
@@ -186,6 +195,7 @@ impl Default for QueueConfig {
             exchange: default_exchange(),
             prefetch: 0,
             delivery_limit: default_delivery_limit(),
+            confirm_timeout_ms: default_confirm_timeout_ms(),
         }
     }
 }
@@ -499,6 +509,12 @@ impl Config {
                 }
                 _ => {}
             }
+            if self.queue.delivery_limit == 0 {
+                return invalid("queue.delivery_limit".into(), "must be at least 1");
+            }
+            if self.queue.confirm_timeout_ms == 0 {
+                return invalid("queue.confirm_timeout_ms".into(), "must be at least 1");
+            }
             if self.store.kind == StoreKind::Sqlite {
                 return invalid(
                     "queue.kind".into(),
@@ -531,6 +547,12 @@ impl Config {
         for (i, d) in self.destinations.iter().enumerate() {
             if !dests.insert(d.name.as_str()) {
                 return invalid(format!("destinations[{i}].name"), "must be unique");
+            }
+            if self.queue.kind == QueueKind::Rabbitmq && d.name.contains(['.', '*', '#']) {
+                return invalid(
+                    format!("destinations[{i}].name"),
+                    "must not contain '.', '*' or '#' with queue.kind = \"rabbitmq\" (it starts the routing key)",
+                );
             }
             match d.adapter.as_str() {
                 "webhook" => {

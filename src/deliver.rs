@@ -40,7 +40,15 @@ impl WorkerHealth {
     }
 }
 
-struct RunningGuard(Arc<WorkerHealth>);
+/// Counts a worker as running for as long as it lives.
+pub(crate) struct RunningGuard(Arc<WorkerHealth>);
+
+impl RunningGuard {
+    pub(crate) fn new(health: Arc<WorkerHealth>) -> Self {
+        health.running.fetch_add(1, Ordering::SeqCst);
+        RunningGuard(health)
+    }
+}
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
@@ -57,8 +65,7 @@ pub fn spawn_workers(
     let health = Arc::new(WorkerHealth::default());
     health.expected.store(destinations.len(), Ordering::SeqCst);
     for d in destinations {
-        health.running.fetch_add(1, Ordering::SeqCst);
-        let guard = RunningGuard(health.clone());
+        let guard = RunningGuard::new(health.clone());
         let (queue, metrics) = (queue.clone(), metrics.clone());
         tokio::spawn(async move {
             let _guard = guard;
@@ -117,7 +124,7 @@ async fn run(queue: Arc<dyn Queue>, dest: Arc<Destination>, metrics: Arc<Metrics
 }
 
 /// Makes one attempt and decides what follows.
-async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -> Completion {
+pub(crate) async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -> Completion {
     let cfg = &dest.config;
     let started_at = now_ms();
     let number = task.attempts + 1;
@@ -191,7 +198,7 @@ pub fn retry_delay(cfg: &DestinationConfig, number: u32, retry_after: Option<Dur
 }
 
 /// Records an outcome; a store failure is retried, since the delivery already happened.
-async fn record(queue: &dyn Queue, completion: Completion) {
+pub(crate) async fn record(queue: &dyn Queue, completion: Completion) {
     let mut wait = Duration::from_millis(50);
     loop {
         match queue.complete(vec![completion.clone()]).await {

@@ -35,6 +35,10 @@ pub enum IngestError {
     Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Committed, but the message broker has not confirmed the events (cluster mode): they are
+    /// published later; the same request sent again answers with their ids.
+    #[error("not confirmed by the message broker: {0}")]
+    Unconfirmed(String),
 }
 
 /// Whether the body is one event or a batch.
@@ -51,6 +55,8 @@ pub struct Pipeline {
     pub router: Router,
     pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
+    /// Cluster mode with RabbitMQ: accepted events are handed to the broker before the answer.
+    pub relay: Option<Arc<crate::broker::relay::Relay>>,
 }
 
 impl Pipeline {
@@ -179,6 +185,7 @@ impl Pipeline {
         } else {
             self.store.accept(new_events, entries).await?
         };
+        self.hand_off(acceptances.iter().map(|a| a.id().to_string()).collect()).await?;
         let mut acc = acceptances.into_iter();
         let out: Vec<EventResult> = results
             .into_iter()
@@ -207,6 +214,15 @@ impl Pipeline {
             })
             .collect();
         Ok(out)
+    }
+
+    /// In cluster mode with RabbitMQ, waits until the broker has confirmed the deliveries of these
+    /// events (new ones, and duplicates whose original a failed handoff left unpublished).
+    pub async fn hand_off(&self, events: Vec<String>) -> Result<(), IngestError> {
+        match &self.relay {
+            Some(relay) => relay.handoff(events).await.map_err(|e| IngestError::Unconfirmed(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Assigns the gateway id, fills defaults and routes one valid event.

@@ -107,6 +107,19 @@ enum Command {
         #[command(subcommand)]
         command: SiussCommand,
     },
+    /// RabbitMQ commands (cluster mode).
+    Rabbitmq {
+        #[command(subcommand)]
+        command: RabbitmqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RabbitmqCommand {
+    /// Print the exchanges, queues and bindings the gateway declares for the configured
+    /// destinations and queue.exchange, as a RabbitMQ definitions file (for `rabbitmqctl
+    /// import_definitions` by operators who provision the broker themselves).
+    Definitions,
 }
 
 #[derive(Subcommand)]
@@ -243,6 +256,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Migrate { from, to } => migrate(&config()?, from.as_deref(), to.as_deref()),
+        Command::Rabbitmq { command: RabbitmqCommand::Definitions } => {
+            let config = config()?;
+            let destinations = config.destinations.iter().map(|d| d.name.clone()).collect();
+            let topology = csi_gateway::broker::Topology::new(
+                &config.queue.exchange,
+                destinations,
+                config.queue.delivery_limit,
+            );
+            println!("{}", serde_json::to_string_pretty(&topology.definitions())?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Send { file, remote } => {
             let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');

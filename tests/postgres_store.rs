@@ -347,17 +347,31 @@ async fn instances_never_claim_the_same_delivery_and_expired_leases_are_taken_ov
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_lists_unpublished_work_and_replay_makes_it_unpublished_again() {
+async fn outbox_hands_each_unpublished_delivery_to_one_relay_and_replay_makes_it_unpublished_again() {
     let db = PgDb::create().await;
     let store = PgStore::connect(&db.url, 4).await.expect("connect");
-    store.accept(vec![new_event(1, None), new_event(2, None)], vec![]).await.unwrap();
-    let out = store.unpublished(10).await.unwrap();
-    assert_eq!(out.iter().map(|t| t.event_id.as_str()).collect::<Vec<_>>(), vec!["ev-1", "ev-2"]);
+    let other = PgStore::connect(&db.url, 4).await.expect("connect");
+    store.accept(vec![new_event(1, None), new_event(2, None), new_event(3, None)], vec![]).await.unwrap();
+    let ids =
+        |tasks: &[csi_gateway::store::Task]| tasks.iter().map(|t| t.event_id.clone()).collect::<Vec<_>>();
+    // A handoff takes the deliveries of its own events.
+    let out = store.take_unpublished(Some(vec!["ev-1".into(), "ev-2".into()]), 0, 10, 60_000).await.unwrap();
+    assert_eq!(ids(&out), vec!["ev-1", "ev-2"]);
     assert_eq!(out[0].body, br#"{"id":"ev-1"}"#.to_vec(), "tasks carry the body");
+    // Another instance's sweep skips what is leased, and takes only what is stale.
+    assert!(
+        other.take_unpublished(None, 60_000, 10, 60_000).await.unwrap().is_empty(),
+        "ev-3 is not stale yet"
+    );
+    let swept = other.take_unpublished(None, 0, 10, 60_000).await.unwrap();
+    assert_eq!(ids(&swept), vec!["ev-3"], "ev-1 and ev-2 are leased by the first relay");
+    // ev-3: the broker refused it; given back, it can be taken again at once.
+    other.release(swept.iter().map(|t| t.delivery_id).collect()).await.unwrap();
     store.published(out.iter().map(|t| t.delivery_id).collect()).await.unwrap();
-    assert!(store.unpublished(10).await.unwrap().is_empty());
+    assert_eq!(ids(&store.take_unpublished(None, 0, 10, 60_000).await.unwrap()), vec!["ev-3"]);
     // Dead, then replayed: pending and unpublished again, with a fresh cycle.
     let task = store.claim("d".into(), 1, 60_000).await.unwrap().remove(0);
+    assert_eq!(task.event_id, "ev-1");
     let dead = Completion {
         task,
         started_at: now_ms(),
@@ -370,13 +384,12 @@ async fn outbox_lists_unpublished_work_and_replay_makes_it_unpublished_again() {
     let replayed = store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap();
     assert_eq!(replayed.len(), 1);
     assert!(store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap().is_empty());
-    let again = store.unpublished(10).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].event_id, "ev-1");
+    let again = store.take_unpublished(Some(vec!["ev-1".into()]), 0, 10, 60_000).await.unwrap();
+    assert_eq!(ids(&again), vec!["ev-1"]);
     assert_eq!(again[0].attempts, 0, "a replay starts a fresh cycle");
     let v = store.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
-    assert_eq!(v.records, 4, "accepted ×2, dead_lettered, replayed");
+    assert_eq!(v.records, 5, "accepted ×3, dead_lettered, replayed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

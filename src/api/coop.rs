@@ -29,8 +29,7 @@ impl From<CoopError> for Problem {
             }
             CoopError::Forbidden(why) => Problem::forbidden(why),
             CoopError::Store(e) => e.into(),
-            CoopError::Ingest(crate::ingest::IngestError::Forbidden(why)) => Problem::forbidden(why),
-            CoopError::Ingest(e) => Problem::internal(e.to_string()),
+            CoopError::Ingest(e) => e.into(),
         }
     }
 }

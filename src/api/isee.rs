@@ -93,9 +93,6 @@ fn problem(e: IseeFailure) -> Response {
         IseeFailure::Event(why) => {
             Problem::internal(format!("the attestation cannot become an event: {why}")).into_response()
         }
-        IseeFailure::Ingest(crate::ingest::IngestError::Forbidden(why)) => {
-            Problem::forbidden(why).into_response()
-        }
-        IseeFailure::Ingest(e) => Problem::internal(e.to_string()).into_response(),
+        IseeFailure::Ingest(e) => Problem::from(e).into_response(),
     }
 }

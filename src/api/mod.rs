@@ -24,7 +24,7 @@ use crate::auth::{Caller, Clients};
 use crate::config::Role;
 use crate::contracts::{ContractInfo, Contracts};
 use crate::deliver::WorkerHealth;
-use crate::ingest::{EventResult, IngestError, Mode, Pipeline};
+use crate::ingest::{EventResult, Mode, Pipeline};
 use crate::metrics::Metrics;
 use crate::store::{AuditFilter, DeadLetter, DeadLetterFilter, EventView, Queue, Store};
 use problem::Problem;
@@ -39,6 +39,8 @@ pub struct App {
     pub contracts: Arc<Contracts>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<WorkerHealth>,
+    /// Cluster mode with RabbitMQ.
+    pub broker: Option<Arc<crate::broker::Broker>>,
     /// The cooperatives adapter (absent when its mappings cannot be found).
     pub coop: Option<Arc<crate::coop::Coop>>,
     pub coop_max_upload: usize,
@@ -204,24 +206,7 @@ async fn post_events(
             ))
         }
     };
-    let results = match app.pipeline.ingest(&caller, &body, mode).await {
-        Ok(r) => r,
-        Err(IngestError::Malformed(errors)) => {
-            let detail = errors.first().map(|e| e.message.clone()).unwrap_or_default();
-            return Err(Problem::new(StatusCode::BAD_REQUEST, "malformed", "Malformed request", detail)
-                .with_errors(None, errors));
-        }
-        Err(e @ IngestError::BatchTooLarge { .. }) => {
-            return Err(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch-too-large",
-                "Batch too large",
-                e.to_string(),
-            ))
-        }
-        Err(IngestError::Forbidden(detail)) => return Err(Problem::forbidden(detail)),
-        Err(IngestError::Store(e)) => return Err(e.into()),
-    };
+    let results = app.pipeline.ingest(&caller, &body, mode).await?;
     let rejected = results.iter().filter(|r| matches!(r, EventResult::Rejected { .. })).count();
     if rejected == results.len() {
         let mut p = Problem::new(
@@ -333,6 +318,7 @@ async fn replay_one(
     };
     app.require_tenant(&caller, &dl.tenant, Some(&dl.event_id)).await?;
     let dead_letters = app.store.replay(filter, caller.name.clone()).await?;
+    hand_off_replayed(&app, &dead_letters).await;
     Ok(Json(Replayed { replayed: dead_letters.len(), dead_letters }))
 }
 
@@ -348,7 +334,17 @@ async fn replay_bulk(
     let mut filter = body.map(|Json(f)| f).unwrap_or_default();
     filter.allowed_tenants = caller.tenant_scope();
     let dead_letters = app.store.replay(filter, caller.name.clone()).await?;
+    hand_off_replayed(&app, &dead_letters).await;
     Ok(Json(Replayed { replayed: dead_letters.len(), dead_letters }))
+}
+
+/// In cluster mode with RabbitMQ, publishes replayed deliveries now; if the broker does not
+/// confirm, the outbox sweeper publishes them shortly (the replay itself is committed).
+async fn hand_off_replayed(app: &App, letters: &[DeadLetter]) {
+    let events = letters.iter().map(|d| d.event_id.clone()).collect();
+    if let Err(e) = app.pipeline.hand_off(events).await {
+        tracing::warn!(error = %e, "replayed deliveries left to the outbox sweeper");
+    }
 }
 
 /// Audit records of the caller's tenants, in order, paged by `after`.
@@ -386,6 +382,9 @@ async fn healthz() -> Json<serde_json::Value> {
     responses((status = 200), (status = 503, body = Problem)))]
 async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
     app.store.ready().await?;
+    if let Some(broker) = &app.broker {
+        broker.ready().await.map_err(|e| Problem::unavailable(e.to_string()))?;
+    }
     if !app.health.all_running() {
         return Err(Problem::unavailable("a delivery worker has stopped"));
     }

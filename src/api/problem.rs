@@ -21,6 +21,9 @@ pub struct Problem {
     /// Every failing field, with its JSON pointer and the rule it breaks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<IndexedError>,
+    /// Seconds to wait before retrying, sent as `Retry-After`.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 /// A field error, with the position of its event in a batch.
@@ -41,6 +44,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -73,21 +77,63 @@ impl Problem {
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Not ready", detail)
     }
+
+    /// 503 with `Retry-After`.
+    pub fn retry_later(detail: impl Into<String>, seconds: u64) -> Self {
+        Self { retry_after: Some(seconds), ..Self::unavailable(detail) }
+    }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
-        Problem::unavailable(format!(
-            "the store cannot take the request now ({e}); nothing was lost, retry later"
-        ))
+        Problem::retry_later(
+            format!("the store cannot take the request now ({e}); nothing was lost, retry later"),
+            5,
+        )
+    }
+}
+
+impl From<crate::ingest::IngestError> for Problem {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        use crate::ingest::IngestError;
+        match e {
+            IngestError::Malformed(errors) => {
+                let detail = errors.first().map(|e| e.message.clone()).unwrap_or_default();
+                Problem::new(StatusCode::BAD_REQUEST, "malformed", "Malformed request", detail)
+                    .with_errors(None, errors)
+            }
+            e @ IngestError::BatchTooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch-too-large",
+                "Batch too large",
+                e.to_string(),
+            ),
+            IngestError::Forbidden(detail) => Problem::forbidden(detail),
+            IngestError::Store(e) => e.into(),
+            IngestError::Unconfirmed(why) => {
+                tracing::warn!(error = %why, "accepted events not yet confirmed by the broker");
+                Problem::retry_later(
+                    format!(
+                        "the events are stored but the message broker has not confirmed them ({why}); they will be \
+                         delivered: send the same request again (same idempotency keys) to get their ids"
+                    ),
+                    5,
+                )
+            }
+        }
     }
 }

@@ -235,6 +235,7 @@ pub async fn status(State(app): State<AppState>, _inps: Inps) -> Result<Response
         status: 200,
         detail: format!("csi-gateway WaaS is serving the flussi of {enti} enti"),
         errors: Vec::new(),
+        retry_after: None,
     };
     Ok(p.into_response())
 }

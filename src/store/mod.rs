@@ -365,12 +365,24 @@ pub trait Queue: Send + Sync + 'static {
 
 /// Deliveries made durable but not yet handed to a message broker: the outbox of cluster mode.
 /// A store that feeds a broker writes each new or replayed delivery as unpublished in the same
-/// commit as the event; a relay publishes them, and marks them once the broker has confirmed.
+/// commit as the event; a relay takes them (leased, so that relays of several instances do not
+/// publish the same delivery twice), publishes them, and marks them once the broker has confirmed.
 pub trait Outbox: Send + Sync + 'static {
-    /// Up to `limit` deliveries not yet confirmed by the broker, oldest first.
-    fn unpublished(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Task>>>;
+    /// Takes, leased for `lease_ms`, up to `limit` unpublished deliveries not leased by another
+    /// relay, oldest first: those of `events` when given, otherwise those left unpublished for at
+    /// least `stale_ms` (a handoff that failed, or an instance that died between its commit and
+    /// the broker's confirm).
+    fn take_unpublished(
+        &self,
+        events: Option<Vec<String>>,
+        stale_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<Vec<Task>>>;
     /// Marks deliveries as confirmed by the broker.
     fn published(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Gives taken deliveries back unpublished (the broker refused them or did not answer).
+    fn release(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>>;
 }
 
 /// Milliseconds since the Unix epoch.

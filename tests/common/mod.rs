@@ -378,6 +378,8 @@ pub enum Mode {
     FlakyHalf,
     /// Every call answers 400.
     Reject,
+    /// Every call answers 503 (a receiver down for a while).
+    Unavailable,
     /// Answers after a pause (milliseconds).
     Slow(u64),
 }
@@ -463,6 +465,7 @@ async fn receive(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, body: 
     }
     match mode {
         Mode::Reject => return StatusCode::BAD_REQUEST,
+        Mode::Unavailable => return StatusCode::SERVICE_UNAVAILABLE,
         Mode::FlakyHalf if n % 2 == 0 => return StatusCode::SERVICE_UNAVAILABLE,
         Mode::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
         _ => {}
@@ -517,5 +520,141 @@ pub fn new_event(n: usize, key: Option<&str>) -> csi_gateway::store::NewEvent {
         destinations: vec!["d".into()],
         actor: "tester".into(),
         projections: Vec::new(),
+    }
+}
+
+/// The RabbitMQ server of the tests (`CSI_GATEWAY_TEST_AMQP`, guest/guest on loopback by default).
+pub fn amqp_url() -> String {
+    std::env::var("CSI_GATEWAY_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// `host:port` of a URL's authority.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority).to_string()
+}
+
+/// `url` with its host and port replaced by a loopback port (to go through a [`Proxy`]).
+pub fn via_port(url: &str, port: u16) -> String {
+    url.replacen(&host_port(url), &format!("127.0.0.1:{port}"), 1)
+}
+
+/// The broker objects of one test: a topology of its own (its own exchange name), deleted at the end.
+pub struct Rabbit {
+    pub exchange: String,
+}
+
+impl Rabbit {
+    /// Checks the broker is there (fails the test loudly otherwise) and names a fresh topology.
+    pub async fn create() -> Self {
+        drop(Self::connect().await);
+        Rabbit { exchange: format!("t{:012x}.events", fastrand::u64(..) >> 16) }
+    }
+
+    pub async fn connect() -> lapin::Connection {
+        let url = amqp_url();
+        lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ is required by this test and is not reachable at {}: {e} \
+                 (start it, or set CSI_GATEWAY_TEST_AMQP)",
+                host_port(&url)
+            )
+        })
+    }
+
+    pub fn topology(&self) -> csi_gateway::broker::Topology {
+        csi_gateway::broker::Topology::new(&self.exchange, vec!["cartella-vendor-a".into()], 20)
+    }
+
+    /// The `[queue]` section of a gateway on this topology, reaching the broker at `url`.
+    pub fn queue_config(&self, url: &str) -> String {
+        format!(
+            "\n[queue]\nkind = \"rabbitmq\"\nurl = \"{url}\"\nexchange = \"{}\"\nconfirm_timeout_ms = 1500\n",
+            self.exchange
+        )
+    }
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        let topology = self.topology();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let Ok(conn) =
+                    lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                let Ok(ch) = conn.create_channel().await else { return };
+                for q in topology.queues() {
+                    let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+                }
+                for x in [topology.exchange.clone(), topology.retry_exchange(), topology.parking_exchange()] {
+                    let _ = ch.exchange_delete(x.as_str().into(), Default::default()).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A loopback TCP proxy to a server, that can cut every connection and refuse new ones for a
+/// while: what a client sees when the server restarts or the network fails.
+#[derive(Clone)]
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cuts: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (accept_up, accept_cuts, upstream) = (up.clone(), cuts.subscribe(), upstream.to_string());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused, as by a stopped server
+                }
+                let mut cut = accept_cuts.clone();
+                cut.mark_unchanged();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, up, cuts: Arc::new(cuts) }
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Cuts now and accepts connections again after `down`.
+    pub fn cut_for(&self, down: Duration) {
+        self.cut();
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(down).await;
+            proxy.restore();
+        });
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }

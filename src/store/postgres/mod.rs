@@ -490,8 +490,17 @@ impl Queue for PgStore {
 }
 
 impl Outbox for PgStore {
-    fn unpublished(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Task>>> {
-        Box::pin(async move { read::unpublished(&self.client().await?, limit).await })
+    fn take_unpublished(
+        &self,
+        events: Option<Vec<String>>,
+        stale_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<Vec<Task>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            write::take_unpublished(&client, events.as_deref(), stale_ms, limit, lease_ms).await
+        })
     }
 
     fn published(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>> {
@@ -499,7 +508,16 @@ impl Outbox for PgStore {
             if delivery_ids.is_empty() {
                 return Ok(());
             }
-            write::published(&self.client().await?, &delivery_ids).await
+            write::settle_published(&self.client().await?, &delivery_ids, true).await
+        })
+    }
+
+    fn release(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            if delivery_ids.is_empty() {
+                return Ok(());
+            }
+            write::settle_published(&self.client().await?, &delivery_ids, false).await
         })
     }
 }

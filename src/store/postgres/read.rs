@@ -353,18 +353,3 @@ pub(super) async fn depth<C: GenericClient>(c: &C) -> StoreResult<Vec<(String, i
     .await?;
     rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
-
-/// Pending deliveries the broker has not confirmed yet, oldest first.
-pub(super) async fn unpublished<C: GenericClient>(c: &C, limit: usize) -> StoreResult<Vec<Task>> {
-    let rows = query(
-        c,
-        "SELECT d.id, d.event_id, d.destination, e.type, e.tenant, e.idempotency_key, e.body, e.digest,
-                d.attempts, d.since
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.status = 'pending' AND NOT d.published
-         ORDER BY d.id LIMIT $1",
-        &[&(limit as i64)],
-    )
-    .await?;
-    rows.iter().map(task_from_row).collect()
-}

@@ -502,7 +502,56 @@ pub(super) async fn save_upload<C: GenericClient>(c: &C, u: &UploadRecord) -> St
     Ok(())
 }
 
-pub(super) async fn published<C: GenericClient>(c: &C, ids: &[i64]) -> StoreResult<()> {
-    execute(c, "UPDATE deliveries SET published = true WHERE id = ANY($1)", &[&ids]).await?;
+/// Takes unpublished deliveries for a relay (see [`crate::store::Outbox::take_unpublished`]).
+pub(super) async fn take_unpublished<C: GenericClient>(
+    c: &C,
+    events: Option<&[String]>,
+    stale_ms: i64,
+    limit: usize,
+    lease_ms: i64,
+) -> StoreResult<Vec<Task>> {
+    let now = now_ms();
+    let which = match events {
+        Some(_) => "event_id = ANY($4::text[])",
+        None => "updated_at <= $4::bigint",
+    };
+    let sql = format!(
+        "WITH due AS (
+             SELECT id FROM deliveries
+             WHERE status = 'pending' AND NOT published AND (lease_until IS NULL OR lease_until <= $1)
+               AND {which}
+             ORDER BY id
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+         UPDATE deliveries d SET lease_until = $2
+         FROM due, events e
+         WHERE d.id = due.id AND e.id = d.event_id
+         RETURNING d.id, d.event_id, d.destination, e.type, e.tenant, e.idempotency_key, e.body, e.digest,
+                   d.attempts, d.since"
+    );
+    let (limit, lease) = (limit as i64, now + lease_ms);
+    let stale = now - stale_ms;
+    let rows = match events {
+        Some(ids) => query(c, &sql, &[&now, &lease, &limit, &ids]).await?,
+        None => query(c, &sql, &[&now, &lease, &limit, &stale]).await?,
+    };
+    let mut tasks = rows.iter().map(read::task_from_row).collect::<StoreResult<Vec<_>>>()?;
+    tasks.sort_by_key(|t| t.delivery_id);
+    Ok(tasks)
+}
+
+/// Marks deliveries confirmed by the broker (`published`), or gives them back (`!published`).
+pub(super) async fn settle_published<C: GenericClient>(
+    c: &C,
+    ids: &[i64],
+    published: bool,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "UPDATE deliveries SET published = $2, lease_until = NULL
+         WHERE id = ANY($1) AND NOT published",
+        &[&ids, &published],
+    )
+    .await?;
     Ok(())
 }

@@ -1,0 +1,186 @@
+//! One consumer per destination on its quorum queue.
+//!
+//! Each message is one attempt through the destination's outbound adapter, at most `concurrency`
+//! at once, with `prefetch` messages held (default twice the concurrency). The outcome is written
+//! to the store first (timeline, audit), then the message is settled on the broker:
+//! - delivered → ack;
+//! - transient failure → republished to the retry tier of its delay (confirmed), then ack;
+//! - permanent failure or retries exhausted → republished to the parking queue with its last
+//!   error (confirmed), then ack.
+//!
+//! Nothing is acknowledged before its successor is safe, so an instance killed at any point leaves
+//! the message to the broker, which gives it to another consumer: delivered at least once, with
+//! the same `webhook-id`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::Channel;
+use tokio::sync::Semaphore;
+
+use super::message::{self, Message};
+use super::{publish_on, Broker, BrokerError, Topology};
+use crate::deliver::{self, Destination, WorkerHealth};
+use crate::metrics::Metrics;
+use crate::store::{now_ms, Completion, Outcome, Queue, Task};
+
+/// Starts one consumer per destination; they run (and reconnect) for the life of the process.
+pub fn spawn_consumers(
+    broker: Arc<Broker>,
+    queue: Arc<dyn Queue>,
+    destinations: Vec<Destination>,
+    metrics: Arc<Metrics>,
+    prefetch: u16,
+) -> Arc<WorkerHealth> {
+    let health = Arc::new(WorkerHealth::default());
+    health.expected.store(destinations.len(), std::sync::atomic::Ordering::SeqCst);
+    for d in destinations {
+        let guard = deliver::RunningGuard::new(health.clone());
+        let ctx =
+            Arc::new(Ctx { broker: broker.clone(), queue: queue.clone(), dest: d, metrics: metrics.clone() });
+        let prefetch = if prefetch == 0 {
+            (ctx.dest.config.concurrency * 2).min(u16::MAX as usize) as u16
+        } else {
+            prefetch
+        };
+        tokio::spawn(async move {
+            let _guard = guard;
+            supervise(ctx, prefetch).await;
+        });
+    }
+    health
+}
+
+struct Ctx {
+    broker: Arc<Broker>,
+    queue: Arc<dyn Queue>,
+    dest: Destination,
+    metrics: Arc<Metrics>,
+}
+
+/// Consumes, and consumes again after a connection loss or a cancellation, with backoff.
+async fn supervise(ctx: Arc<Ctx>, prefetch: u16) {
+    let name = ctx.dest.config.name.clone();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        match consume(&ctx, prefetch).await {
+            Ok(()) => tracing::warn!(destination = %name, "consumer cancelled by RabbitMQ; consuming again"),
+            Err(e) => {
+                tracing::warn!(destination = %name, error = %e, retry_in_ms = wait.as_millis() as u64, "consumer stopped")
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            wait = Duration::from_millis(100);
+        }
+        tokio::time::sleep(wait + Duration::from_millis(fastrand::u64(0..=wait.as_millis() as u64 / 2)))
+            .await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn consume(ctx: &Arc<Ctx>, prefetch: u16) -> Result<(), BrokerError> {
+    let dest = &ctx.dest.config.name;
+    let topology = ctx.broker.topology();
+    let ch = ctx.broker.confirm_channel().await?;
+    topology.declare_destination(&ch, dest).await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let queue = topology.queue(dest);
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(destination = %dest, queue = %queue, prefetch, "consuming");
+    let slots = Arc::new(Semaphore::new(ctx.dest.config.concurrency));
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery?;
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let (ctx, ch) = (ctx.clone(), ch.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle(&ctx, &ch, delivery).await {
+                // The channel broke: the broker redelivers what was not acknowledged.
+                tracing::warn!(destination = %ctx.dest.config.name, error = %e, "message left to the broker for redelivery");
+            }
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+/// One message: attempt, record, settle.
+async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), BrokerError> {
+    let topology = ctx.broker.topology();
+    let task = match message::task_of(&delivery) {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::error!(destination = %ctx.dest.config.name, %why, "unreadable message parked");
+            let parked = Message::of_delivery(&delivery, &topology.parking_exchange())
+                .with(message::LAST_ERROR, message::text(&format!("unreadable message: {why}")));
+            return settle(ch, &delivery, &[parked]).await;
+        }
+    };
+    // A retry that came back from its tier early waits again for what is left.
+    if let Some(not_before) = message::int(
+        delivery.properties.headers().as_ref().unwrap_or(&FieldTable::default()),
+        message::NOT_BEFORE,
+    ) {
+        let left = not_before - now_ms();
+        if let Some((tier, _)) = Topology::tier_for(left) {
+            let again = Message::of_delivery(&delivery, &topology.retry_exchange())
+                .with(super::topology::TIER_HEADER, message::text(&tier));
+            return settle(ch, &delivery, &[again]).await;
+        }
+    }
+    let completion = deliver::attempt(&ctx.dest, task, &ctx.metrics).await;
+    deliver::record(&*ctx.queue, completion.clone()).await;
+    let next = next_message(topology, &delivery, &completion);
+    settle(ch, &delivery, &next).await
+}
+
+/// What must be safe on the broker before the message is acknowledged.
+fn next_message(topology: &Topology, delivery: &Delivery, c: &Completion) -> Vec<Message> {
+    let attempts = AMQPValue::LongLongInt(i64::from(c.task.attempts) + 1);
+    match &c.outcome {
+        Outcome::Delivered { .. } => vec![],
+        Outcome::Retry { at, .. } => {
+            let retry = match Topology::tier_for(at - now_ms()) {
+                Some((tier, _)) => Message::of_delivery(delivery, &topology.retry_exchange())
+                    .with(super::topology::TIER_HEADER, message::text(&tier)),
+                None => Message::of_delivery(delivery, &topology.exchange),
+            };
+            vec![retry
+                .with(message::ATTEMPTS, attempts)
+                .with(message::NOT_BEFORE, AMQPValue::LongLongInt(*at))]
+        }
+        Outcome::Dead { error } => vec![Message::of_delivery(delivery, &topology.parking_exchange())
+            .with(message::ATTEMPTS, attempts)
+            .with(message::LAST_ERROR, message::text(error))
+            .with("csi-dead-at", AMQPValue::LongLongInt(now_ms()))],
+    }
+}
+
+/// Publishes the successors (confirmed), then acknowledges; if they cannot be published the
+/// message goes back to the queue.
+async fn settle(ch: &Channel, delivery: &Delivery, next: &[Message]) -> Result<(), BrokerError> {
+    if let Err(e) = publish_on(ch, next).await {
+        let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+        return Err(e);
+    }
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+/// The delivery a message carries (for tests and tools that read the parking queue).
+pub fn parked_task(delivery: &Delivery) -> Result<(Task, Option<String>), String> {
+    let task = message::task_of(delivery)?;
+    let error = delivery.properties.headers().as_ref().and_then(|h| message::string(h, message::LAST_ERROR));
+    Ok((task, error))
+}

@@ -1,0 +1,174 @@
+//! The outbox relay: from deliveries committed in the store to messages confirmed by RabbitMQ.
+//!
+//! An accepting request hands its events off ([`Relay::handoff`]) and answers 202 only once the
+//! broker has confirmed their messages. Handoffs that arrive together are published together, on
+//! a few pipelines, so that confirms are awaited per batch rather than per event. What a handoff
+//! could not publish (broker down, timeout) stays unpublished in the store; the sweeper publishes
+//! it once it is [`STALE_MS`] old, from whichever instance comes first: nothing committed is lost
+//! when the broker, or the instance, fails between the commit and the confirm.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{BrokerError, Message, Publisher};
+use crate::store::{Outbox, Task};
+
+/// How long an unpublished delivery waits for its own handoff before the sweeper takes it.
+pub const STALE_MS: i64 = 5_000;
+/// How long a relay holds deliveries it is publishing before another may take them.
+const LEASE_MS: i64 = 30_000;
+/// How often the sweeper looks for stale deliveries.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Concurrent publishing pipelines per instance.
+const PIPELINES: usize = 4;
+/// Handoffs folded into one publication at most.
+const MAX_BATCH: usize = 256;
+
+/// Why a handoff did not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandoffError {
+    #[error("{0}")]
+    Broker(#[from] BrokerError),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("RabbitMQ did not confirm within {0:?}")]
+    Timeout(Duration),
+}
+
+struct Request {
+    events: Vec<String>,
+    done: oneshot::Sender<Result<(), HandoffError>>,
+}
+
+/// Publishes the outbox of one instance.
+pub struct Relay {
+    outbox: Arc<dyn Outbox>,
+    publisher: Publisher,
+    exchange: String,
+    timeout: Duration,
+    requests: mpsc::Sender<Request>,
+}
+
+impl Relay {
+    /// Starts the publishing pipelines and the sweeper.
+    pub fn spawn(
+        outbox: Arc<dyn Outbox>,
+        publisher: Publisher,
+        exchange: String,
+        timeout: Duration,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(4096);
+        let relay = Arc::new(Relay { outbox, publisher, exchange, timeout, requests: tx });
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..PIPELINES {
+            let (relay, rx) = (Arc::downgrade(&relay), rx.clone());
+            tokio::spawn(async move {
+                while let Some(batch) = next_batch(&rx).await {
+                    let Some(relay) = relay.upgrade() else { return };
+                    relay.publish_batch(batch).await;
+                }
+            });
+        }
+        let weak = Arc::downgrade(&relay);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(relay) = weak.upgrade() else { return };
+                relay.sweep().await;
+            }
+        });
+        relay
+    }
+
+    /// Publishes the unpublished deliveries of these events and waits for the broker's confirm.
+    pub async fn handoff(&self, events: Vec<String>) -> Result<(), HandoffError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (done, answer) = oneshot::channel();
+        if self.requests.send(Request { events, done }).await.is_err() {
+            return Err(HandoffError::Store("the relay has stopped".into()));
+        }
+        match tokio::time::timeout(self.timeout + Duration::from_secs(1), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(HandoffError::Store("the relay has stopped".into())),
+            Err(_) => Err(HandoffError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn publish_batch(&self, batch: Vec<Request>) {
+        let events: Vec<String> = batch.iter().flat_map(|r| r.events.iter().cloned()).collect();
+        let result = match self.outbox.take_unpublished(Some(events), 0, 100_000, LEASE_MS).await {
+            Ok(tasks) => self.publish_tasks(tasks).await,
+            Err(e) => Err(HandoffError::Store(e.0)),
+        };
+        for r in batch {
+            let _ = r.done.send(result.clone());
+        }
+    }
+
+    /// Publishes taken deliveries and settles them in the store: published once confirmed, given
+    /// back otherwise.
+    async fn publish_tasks(&self, tasks: Vec<Task>) -> Result<(), HandoffError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = tasks.iter().map(|t| t.delivery_id).collect();
+        let messages: Vec<Message> = tasks.iter().map(|t| Message::of_task(&self.exchange, t)).collect();
+        let published = match tokio::time::timeout(self.timeout, self.publisher.publish(&messages)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(HandoffError::Broker(e)),
+            Err(_) => Err(HandoffError::Timeout(self.timeout)),
+        };
+        match published {
+            Ok(()) => self.outbox.published(ids).await.map_err(|e| HandoffError::Store(e.0)),
+            Err(e) => {
+                tracing::warn!(error = %e, deliveries = ids.len(), "not published: left in the outbox for the sweeper");
+                if let Err(se) = self.outbox.release(ids).await {
+                    tracing::warn!(error = %se, "cannot release deliveries: they are taken again when their lease ends");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes deliveries left unpublished for [`STALE_MS`], by any instance.
+    async fn sweep(&self) {
+        loop {
+            let tasks = match self.outbox.take_unpublished(None, STALE_MS, 500, LEASE_MS).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox sweep: cannot read the store");
+                    return;
+                }
+            };
+            let n = tasks.len();
+            if n == 0 {
+                return;
+            }
+            match self.publish_tasks(tasks).await {
+                Ok(()) => tracing::info!(deliveries = n, "outbox sweep: published deliveries left behind"),
+                Err(_) => return,
+            }
+            if n < 500 {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for one handoff, then takes those already waiting behind it.
+async fn next_batch(rx: &Mutex<mpsc::Receiver<Request>>) -> Option<Vec<Request>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}

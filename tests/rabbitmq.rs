@@ -1,0 +1,321 @@
+//! Cluster mode with RabbitMQ (`CSI_GATEWAY_TEST_AMQP`, default guest/guest on 127.0.0.1:5672)
+//! and PostgreSQL (`CSI_GATEWAY_TEST_POSTGRES`): the real binary with `[queue] kind = "rabbitmq"`,
+//! under faults — the broker cut mid-load, PostgreSQL cut mid-load, an instance killed with
+//! SIGKILL, a receiver down for a while. A broker or database restart is what the gateway sees
+//! through a [`Proxy`] that drops every connection and refuses new ones. Each test has its own
+//! database and its own exchange and queues, deleted at the end.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn ids(v: &Value) -> Vec<String> {
+    v["ids"].as_array().expect("ids").iter().map(|i| i.as_str().expect("id").to_string()).collect()
+}
+
+/// A cluster-mode gateway on `db` and the test's topology, reaching the broker at `amqp`.
+async fn gateway(rx: &Receiver, destination: &str, db_url: &str, rabbit: &Rabbit, amqp: &str) -> Gateway {
+    let config = format!(
+        "\n[store]\nkind = \"postgres\"\nurl = \"{db_url}\"\npool_size = 8\n{}",
+        rabbit.queue_config(amqp)
+    );
+    Gateway::start_with(&rx.url, destination, &config).await
+}
+
+/// What a well-behaved client does: POST a batch, and on 503 wait `Retry-After` and send the same
+/// batch again (same idempotency keys) until it is accepted. Returns the ids and the 503s seen.
+async fn send_until_accepted(gw: &Gateway, batch: &[Value]) -> (Vec<String>, usize) {
+    let body = serde_json::to_vec(batch).expect("json");
+    let deadline = Instant::now() + WAIT;
+    let mut refusals = 0;
+    loop {
+        let sent = gw
+            .http
+            .post(format!("{}/v1/events", gw.base))
+            .bearer_auth(KEY_A)
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(body.clone())
+            .send()
+            .await;
+        if let Ok(r) = sent {
+            match r.status().as_u16() {
+                202 => return (ids(&r.json().await.expect("json")), refusals),
+                503 => {
+                    let after =
+                        r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    assert!(after.is_some(), "a 503 says when to retry: {v}");
+                    refusals += 1;
+                }
+                other => panic!("unexpected answer {other}: {:?}", r.text().await),
+            }
+        }
+        assert!(Instant::now() < deadline, "batch not accepted within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn audit_verifies(gw: &Gateway) {
+    let (_, v) = gw.get(KEY_AUDITOR, "/v1/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+/// Messages in a queue (read and acknowledged: the queue is empty afterwards).
+async fn drain(queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+    let conn = Rabbit::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let mut out = Vec::new();
+    while let Some(m) = ch.basic_get(queue.into(), Default::default()).await.expect("basic.get") {
+        m.delivery.ack(Default::default()).await.expect("ack");
+        out.push(m);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_travel_through_the_broker_and_the_topology_is_declared() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let rx = Receiver::start(Mode::Ok).await;
+    let gw = gateway(&rx, "concurrency = 8", &db.url, &rabbit, &amqp_url()).await;
+    let batch: Vec<Value> = (0..50).map(|n| prestazione(n, "F205")).collect();
+    let (sent, refusals) = send_until_accepted(&gw, &batch).await;
+    assert_eq!((sent.len(), refusals), (50, 0));
+    // Confirmed by the broker before the 202: nothing is left in the outbox.
+    let client = db.client().await;
+    let row = client
+        .query_one("SELECT count(*) FILTER (WHERE NOT published), count(*) FROM deliveries", &[])
+        .await
+        .expect("query");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (0, 50), "every delivery published");
+    rx.wait_distinct(50, WAIT).await;
+    let got: HashSet<String> = rx.delivered().keys().cloned().collect();
+    assert_eq!(got, sent.iter().cloned().collect::<HashSet<_>>());
+    let v = gw.wait_status(&sent[0], "delivered", WAIT).await;
+    assert_eq!(v["deliveries"][0]["timeline"][0]["outcome"], "delivered", "{v}");
+    // Every queue of the topology exists, durable; the destination queue is a quorum queue
+    // (redeclaring it as classic is refused by the broker).
+    let conn = Rabbit::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    for q in rabbit.topology().queues() {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        ch.queue_declare(q.as_str().into(), passive, Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("queue {q} missing: {e}"));
+    }
+    let classic = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    let queue = rabbit.topology().queue("cartella-vendor-a");
+    assert!(
+        ch.queue_declare(queue.as_str().into(), classic, Default::default()).await.is_err(),
+        "{queue} is not a classic queue"
+    );
+    audit_verifies(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_a_while_gets_everything_through_the_retry_tiers() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let rx = Receiver::start(Mode::Unavailable).await;
+    let gw = gateway(&rx, "concurrency = 8\nmax_attempts = 50", &db.url, &rabbit, &amqp_url()).await;
+    let batch: Vec<Value> = (0..20).map(|n| prestazione(n, "F205")).collect();
+    let (sent, _) = send_until_accepted(&gw, &batch).await;
+    // Each event is tried, fails, waits in a retry tier and is tried again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = gw.get(KEY_A, &format!("/v1/events/{}", sent[19])).await;
+        if v["deliveries"][0]["attempts"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry seen: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rx.delivered().is_empty());
+    rx.set_mode(Mode::Ok);
+    rx.wait_distinct(20, WAIT).await;
+    let delivered = rx.delivered();
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent.iter().cloned().collect());
+    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+    let v = gw.wait_status(&sent[19], "delivered", WAIT).await;
+    let timeline = v["deliveries"][0]["timeline"].as_array().expect("timeline").clone();
+    assert!(timeline.len() >= 2, "{v}");
+    assert!(timeline[..timeline.len() - 1].iter().all(|a| a["outcome"] == "retry"), "{v}");
+    assert_eq!(timeline.last().expect("last")["outcome"], "delivered");
+    audit_verifies(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_are_parked_with_their_last_error_and_replay_delivers_them_once() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let rx = Receiver::start(Mode::Reject).await;
+    let gw = gateway(&rx, "", &db.url, &rabbit, &amqp_url()).await;
+    let batch: Vec<Value> = (0..3).map(|n| prestazione(n, "F205")).collect();
+    let (sent, _) = send_until_accepted(&gw, &batch).await;
+    for id in &sent {
+        gw.wait_status(id, "dead_lettered", WAIT).await;
+    }
+    let (_, letters) = gw.get(KEY_A, "/v1/dead-letters").await;
+    assert_eq!(letters.as_array().map(Vec::len), Some(3), "{letters}");
+    // The parking queue holds the original messages with their last error.
+    let parked = drain(&rabbit.topology().parked_queue()).await;
+    assert_eq!(parked.len(), 3);
+    let mut parked_ids = HashSet::new();
+    for m in &parked {
+        let (task, error) = csi_gateway::broker::consume::parked_task(&m.delivery).expect("a delivery");
+        assert!(error.as_deref().unwrap_or("").contains("400"), "last error: {error:?}");
+        let body: Value = serde_json::from_slice(&m.delivery.data).expect("the original CloudEvent");
+        assert_eq!(body["id"], task.event_id.as_str());
+        parked_ids.insert(task.event_id);
+    }
+    assert_eq!(parked_ids, sent.iter().cloned().collect());
+    // Fixed receiver, bulk replay: each delivered once, under its original id.
+    rx.set_mode(Mode::Ok);
+    let (status, v) = gw.post_json(KEY_A, "/v1/dead-letters/replay", serde_json::json!({})).await;
+    assert_eq!((status, v["replayed"].as_u64()), (StatusCode::OK, Some(3)), "{v}");
+    rx.wait_distinct(3, WAIT).await;
+    for id in &sent {
+        gw.wait_status(id, "delivered", WAIT).await;
+    }
+    assert!(rx.delivered().values().all(|&n| n == 1));
+    audit_verifies(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_cut_mid_load_loses_nothing() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let proxy = Proxy::start(&host_port(&amqp_url())).await;
+    let rx = Receiver::start(Mode::Slow(5)).await;
+    let gw = gateway(&rx, "concurrency = 8", &db.url, &rabbit, &via_port(&amqp_url(), proxy.port)).await;
+    let batch = |chunk: usize| (0..20).map(|n| prestazione(chunk * 20 + n, "F205")).collect::<Vec<Value>>();
+    let mut sent = HashSet::new();
+    for chunk in 0..8 {
+        sent.extend(send_until_accepted(&gw, &batch(chunk)).await.0);
+    }
+    // The broker goes away while deliveries are under way: accepting answers 503 with
+    // Retry-After (the events are committed, not yet confirmed), and the gateway is not ready.
+    proxy.cut();
+    for chunk in 8..12 {
+        let (status, v) = gw
+            .post(KEY_A, "application/cloudevents-batch+json", serde_json::to_vec(&batch(chunk)).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    }
+    let ready = gw.http.get(format!("{}/readyz", gw.base)).send().await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503, "not ready without the broker");
+    proxy.restore();
+    // Clients send the refused batches again: the same events, now confirmed.
+    for chunk in 8..30 {
+        sent.extend(send_until_accepted(&gw, &batch(chunk)).await.0);
+    }
+    assert_eq!(sent.len(), 600);
+    rx.wait_distinct(600, WAIT).await;
+    assert_eq!(
+        rx.delivered().keys().cloned().collect::<HashSet<_>>(),
+        sent,
+        "every accepted event delivered"
+    );
+    let client = db.client().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let row = client
+            .query_one("SELECT count(*) FROM deliveries WHERE status <> 'delivered' OR NOT published", &[])
+            .await
+            .expect("query");
+        let left: i64 = row.get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} deliveries not recorded as delivered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    audit_verifies(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_mid_load_loses_nothing() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let proxy = Proxy::start(&host_port(&db.url)).await;
+    let rx = Receiver::start(Mode::Slow(5)).await;
+    let gw = gateway(&rx, "concurrency = 8", &via_port(&db.url, proxy.port), &rabbit, &amqp_url()).await;
+    let mut sent = HashSet::new();
+    let mut refusals = 0;
+    for chunk in 0..20 {
+        if chunk == 6 {
+            // The database goes away for two seconds while events are accepted and delivered.
+            proxy.cut_for(Duration::from_secs(2));
+        }
+        let batch: Vec<Value> = (0..20).map(|n| prestazione(chunk * 20 + n, "F205")).collect();
+        let (got, n) = send_until_accepted(&gw, &batch).await;
+        refusals += n;
+        sent.extend(got);
+    }
+    assert_eq!(sent.len(), 400);
+    assert!(refusals > 0, "the database cut was seen by clients as 503");
+    rx.wait_distinct(400, WAIT).await;
+    assert_eq!(rx.delivered().keys().cloned().collect::<HashSet<_>>(), sent);
+    for id in &sent {
+        gw.wait_status(id, "delivered", WAIT).await;
+    }
+    audit_verifies(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_the_work_and_one_killed_mid_load_loses_nothing() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let rx = Receiver::start(Mode::Slow(20)).await;
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        gws.push(gateway(&rx, "concurrency = 4", &db.url, &rabbit, &amqp_url()).await);
+    }
+    let mut sent = HashSet::new();
+    for chunk in 0..12 {
+        let batch: Vec<Value> = (0..25).map(|n| prestazione(chunk * 25 + n, "F205")).collect();
+        let (got, _) = send_until_accepted(&gws[chunk % 3], &batch).await;
+        sent.extend(got);
+    }
+    // Deliveries are under way on every instance; one dies without a chance to clean up.
+    while rx.delivered().len() < 40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gws[1].stop();
+    rx.wait_distinct(300, WAIT).await;
+    let delivered = rx.delivered();
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent, "every accepted event delivered");
+    let repeats: usize = delivered.values().map(|n| n - 1).sum();
+    assert!(repeats <= 3 * 8, "only messages in flight at the kill come again (same webhook-id): {repeats}");
+    for gw in [&gws[0], &gws[2]] {
+        let metrics = gw.http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("csi_gateway_deliveries_total{destination=\"cartella-vendor-a\"}"))
+            .unwrap_or_default()
+            .to_string();
+        let n: f64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
+        assert!(n > 0.0, "{} delivered nothing: {line:?}", gw.base);
+    }
+    // Any surviving instance shows every event delivered; the chain written by all is linear.
+    for id in &sent {
+        gws[2].wait_status(id, "delivered", WAIT).await;
+    }
+    let (_, letters) = gws[0].get(KEY_A, "/v1/dead-letters").await;
+    assert_eq!(letters.as_array().map(Vec::len), Some(0), "{letters}");
+    audit_verifies(&gws[0]).await;
+    // Nothing is left in the destination queue.
+    let conn = Rabbit::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let q = ch
+        .queue_declare(
+            rabbit.topology().queue("cartella-vendor-a").as_str().into(),
+            passive,
+            Default::default(),
+        )
+        .await
+        .expect("queue");
+    assert_eq!(q.message_count(), 0);
+}
