@@ -37,6 +37,35 @@ pub fn use_postgres(url: String) {
     let _ = POSTGRES.set(url);
 }
 
+/// With `--rabbitmq`: the broker the gateways' queue runs on (cluster mode).
+static RABBITMQ: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Runs the gateways with `queue.kind = "rabbitmq"` on this broker (needs `--postgres`); each
+/// database gets an exchange and queues of its own, deleted on [`Gateway::stop`].
+pub fn use_rabbitmq(url: String) {
+    let _ = RABBITMQ.set(url);
+}
+
+/// The broker objects of the gateways on database `name`.
+fn topology(name: &str) -> csi_gateway::broker::Topology {
+    csi_gateway::broker::Topology::new(&format!("{name}.events"), vec![DESTINATION.to_string()], 20)
+}
+
+/// Deletes the queues and exchanges of a run.
+async fn delete_topology(url: &str, topology: &csi_gateway::broker::Topology) -> Result<()> {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .context("connecting to the --rabbitmq broker")?;
+    let ch = conn.create_channel().await?;
+    for q in topology.queues() {
+        ch.queue_delete(q.as_str().into(), Default::default()).await?;
+    }
+    for x in [topology.exchange.clone(), topology.retry_exchange(), topology.parking_exchange()] {
+        ch.exchange_delete(x.as_str().into(), Default::default()).await?;
+    }
+    Ok(())
+}
+
 /// Creates a fresh database on the `--postgres` server and returns its URL.
 async fn fresh_database(admin: &str) -> Result<String> {
     let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
@@ -114,6 +143,13 @@ impl Gateway {
                 }
             };
             config.push_str(&format!("\n[store]\nkind = \"postgres\"\nurl = \"{url}\"\n"));
+            if let Some(amqp) = RABBITMQ.get() {
+                let name = url.rsplit_once('/').map(|(_, n)| n).unwrap_or("loadgen");
+                config.push_str(&format!(
+                    "\n[queue]\nkind = \"rabbitmq\"\nurl = \"{amqp}\"\nexchange = \"{}\"\n",
+                    topology(name).exchange
+                ));
+            }
             store_url = Some(url);
         }
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
@@ -194,6 +230,9 @@ impl Gateway {
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
                 .await
                 .context("dropping the database")?;
+            if let Some(amqp) = RABBITMQ.get() {
+                delete_topology(amqp, &topology(&name)).await?;
+            }
         }
         Ok(())
     }

@@ -11,17 +11,22 @@
 //! | `b` | single-event accept: 32 clients, one event per request → events/s |
 //! | `c` | end to end: batches in, delivered to a loopback webhook receiver → delivered events/s |
 //! | `c2` | end to end through two instances sharing one PostgreSQL database (`--postgres`) → delivered events/s |
+//! | `amqp` | raw RabbitMQ ceiling (`--rabbitmq`): persistent messages, quorum queue, pipelined confirms, manual acks → messages/s |
 //! | `d` | latency: open loop at a fixed rate of single events → p50/p95/p99/max |
 //! | (e) | resident memory (`VmRSS`) of the gateway: idle, and peak under every scenario |
 //! | `coop` | cooperatives: a 100,000-row Excel CSV uploaded in one request → rows/s, peak RSS |
 //! | `export` | SIUSS web-upload file: `csi-gateway siuss export` of 1,000,000 seeded prestazioni → prestazioni/s, peak RSS |
 //! | `flussi` | WaaS feed: concurrent PDND clients paging `GET /flussi?limit=100` → pages/s |
 //!
+//! With `--postgres` and `--rabbitmq`, the gateways run in cluster mode on RabbitMQ, and c and c2
+//! are also read against the `amqp` ceiling.
+//!
 //! Each figure is compared with its target (PASS/MISS and the ratio), throughput also with the
 //! SQLite ceiling. Usage: `cargo build --release && cargo run --release -p loadgen -- --help`.
 //!
 //! The load generator runs on the same machine, and so the same cores, as the gateway.
 
+mod amqp;
 mod coop;
 mod events;
 mod gateway;
@@ -78,8 +83,9 @@ struct Args {
     /// Smoke run: 1/10 of every event count and 3 s of latency scenario.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, among sqlite,a,b,c,c2,d,coop,export,flussi (memory is sampled in whichever
-    /// run; c2, end to end through two instances on one database, needs --postgres).
+    /// Scenarios to run, among sqlite,a,b,c,c2,d,amqp,coop,export,flussi (memory is sampled in
+    /// whichever run; c2, end to end through two instances on one database, needs --postgres;
+    /// amqp, the raw RabbitMQ ceiling, needs --rabbitmq).
     #[arg(long, value_delimiter = ',', default_value = "sqlite,a,b,c,d")]
     only: Vec<String>,
     /// Rows of the cooperatives scenario's CSV.
@@ -109,6 +115,10 @@ struct Args {
     /// the SQLite ceiling.
     #[arg(long)]
     postgres: Option<String>,
+    /// With --postgres: run the gateways in cluster mode on this RabbitMQ broker (e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f), and measure its raw ceiling in scenario amqp.
+    #[arg(long)]
+    rabbitmq: Option<String>,
 }
 
 /// Event counts and durations after `--quick`.
@@ -154,9 +164,15 @@ async fn main() -> ExitCode {
 /// Runs the selected scenarios; `Ok(false)` when one of them failed to complete.
 async fn run(args: Args) -> Result<bool> {
     for s in &args.only {
-        if !["sqlite", "a", "b", "c", "c2", "d", "coop", "export", "flussi"].contains(&s.as_str()) {
-            bail!("unknown scenario '{s}' in --only (use sqlite,a,b,c,c2,d,coop,export,flussi)");
+        if !["sqlite", "a", "b", "c", "c2", "d", "amqp", "coop", "export", "flussi"].contains(&s.as_str()) {
+            bail!("unknown scenario '{s}' in --only (use sqlite,a,b,c,c2,d,amqp,coop,export,flussi)");
         }
+    }
+    if let Some(url) = args.rabbitmq.clone() {
+        if args.postgres.is_none() {
+            bail!("--rabbitmq needs --postgres: instances sharing a broker share a PostgreSQL store");
+        }
+        gateway::use_rabbitmq(url);
     }
     if let Some(url) = args.postgres.clone() {
         gateway::use_postgres(url);
@@ -219,6 +235,34 @@ async fn run(args: Args) -> Result<bool> {
         }
     }
     let vs = |v: f64| ceiling.map(|c| v / c);
+
+    // Raw RabbitMQ ceiling.
+    let mut amqp_ceiling = None;
+    if wants("amqp") {
+        let Some(url) = args.rabbitmq.as_deref() else { bail!("scenario amqp needs --rabbitmq") };
+        let n = plan.e2e_events;
+        eprintln!("loadgen: amqp: {n} persistent messages through a quorum queue...");
+        match amqp::measure(url, n, &events::row_body(&root)).await {
+            Ok(c) => {
+                let v = c.per_sec();
+                amqp_ceiling = Some(v);
+                report.figures.push(Figure {
+                    scenario: "amqp",
+                    name: format!(
+                        "raw RabbitMQ: quorum queue, confirms window {}, prefetch {}, manual acks",
+                        amqp::WINDOW,
+                        amqp::PREFETCH
+                    ),
+                    value: v,
+                    unit: "msg/s",
+                    target: None,
+                    vs_sqlite: None,
+                });
+                eprintln!("loadgen: amqp: {} messages in {:.2?}", c.messages, c.elapsed);
+            }
+            Err(e) => report.failures.push(("amqp".into(), format!("{e:#}"))),
+        }
+    }
 
     let template = if gateway_needed { Some(Template::load(&root)?) } else { None };
     let http = scenarios::client()?;
@@ -291,6 +335,7 @@ async fn run(args: Args) -> Result<bool> {
             }
             .await;
             note_end_to_end(&mut report, "c", &outcome);
+            note_vs_broker(&mut report, "c (one instance)", &outcome, amqp_ceiling);
             record_throughput(
                 &mut report,
                 &mut load_rss,
@@ -331,6 +376,7 @@ async fn run(args: Args) -> Result<bool> {
             }
             .await;
             note_end_to_end(&mut report, "c2 (two instances)", &outcome);
+            note_vs_broker(&mut report, "c2 (two instances)", &outcome, amqp_ceiling);
             record_throughput(
                 &mut report,
                 &mut load_rss,
@@ -482,6 +528,18 @@ fn note_end_to_end(report: &mut Report, scenario: &str, outcome: &Result<Through
             "{scenario}: all {events} events accepted after {:.2} s, all delivered after {:.2} s",
             accepted.as_secs_f64(),
             elapsed.as_secs_f64()
+        ));
+    }
+}
+
+/// In cluster mode on RabbitMQ, reads an end-to-end figure against the raw broker ceiling
+/// (target: at least 60 % with one instance).
+fn note_vs_broker(report: &mut Report, scenario: &str, outcome: &Result<Throughput>, ceiling: Option<f64>) {
+    if let (Ok(t), Some(c)) = (outcome, ceiling) {
+        let v = t.per_sec();
+        report.notes.push(format!(
+            "{scenario}: {v:.0} ev/s end to end = {:.0} % of the raw RabbitMQ ceiling ({c:.0} msg/s; target ≥ 60 %)",
+            100.0 * v / c
         ));
     }
 }
