@@ -354,20 +354,21 @@ async fn outbox_hands_each_unpublished_delivery_to_one_relay_and_replay_makes_it
     store.accept(vec![new_event(1, None), new_event(2, None), new_event(3, None)], vec![]).await.unwrap();
     let ids =
         |tasks: &[csi_gateway::store::Task]| tasks.iter().map(|t| t.event_id.clone()).collect::<Vec<_>>();
-    // A handoff takes the deliveries of its own events.
+    // A handoff reads the deliveries of its own events.
     let out = store.take_unpublished(Some(vec!["ev-1".into(), "ev-2".into()]), 0, 10, 60_000).await.unwrap();
     assert_eq!(ids(&out), vec!["ev-1", "ev-2"]);
     assert_eq!(out[0].body, br#"{"id":"ev-1"}"#.to_vec(), "tasks carry the body");
-    // Another instance's sweep skips what is leased, and takes only what is stale.
+    store.published(out.iter().map(|t| t.delivery_id).collect()).await.unwrap();
+    // A sweep takes only what is stale, leased: another instance's sweep skips it.
     assert!(
         other.take_unpublished(None, 60_000, 10, 60_000).await.unwrap().is_empty(),
         "ev-3 is not stale yet"
     );
     let swept = other.take_unpublished(None, 0, 10, 60_000).await.unwrap();
-    assert_eq!(ids(&swept), vec!["ev-3"], "ev-1 and ev-2 are leased by the first relay");
+    assert_eq!(ids(&swept), vec!["ev-3"], "ev-1 and ev-2 are published");
+    assert!(store.take_unpublished(None, 0, 10, 60_000).await.unwrap().is_empty(), "ev-3 is leased");
     // ev-3: the broker refused it; given back, it can be taken again at once.
     other.release(swept.iter().map(|t| t.delivery_id).collect()).await.unwrap();
-    store.published(out.iter().map(|t| t.delivery_id).collect()).await.unwrap();
     assert_eq!(ids(&store.take_unpublished(None, 0, 10, 60_000).await.unwrap()), vec!["ev-3"]);
     // Dead, then replayed: pending and unpublished again, with a fresh cycle.
     let task = store.claim("d".into(), 1, 60_000).await.unwrap().remove(0);

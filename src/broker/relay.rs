@@ -49,6 +49,8 @@ pub struct Relay {
     exchange: String,
     timeout: Duration,
     requests: mpsc::Sender<Request>,
+    /// Deliveries confirmed by the broker, to mark published (in the background, batched).
+    confirmed: mpsc::UnboundedSender<Vec<i64>>,
 }
 
 impl Relay {
@@ -60,7 +62,9 @@ impl Relay {
         timeout: Duration,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(4096);
-        let relay = Arc::new(Relay { outbox, publisher, exchange, timeout, requests: tx });
+        let (confirmed, marks) = mpsc::unbounded_channel();
+        tokio::spawn(mark_published(outbox.clone(), marks));
+        let relay = Arc::new(Relay { outbox, publisher, exchange, timeout, requests: tx, confirmed });
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..PIPELINES {
             let (relay, rx) = (Arc::downgrade(&relay), rx.clone());
@@ -123,7 +127,13 @@ impl Relay {
             Err(_) => Err(HandoffError::Timeout(self.timeout)),
         };
         match published {
-            Ok(()) => self.outbox.published(ids).await.map_err(|e| HandoffError::Store(e.0)),
+            Ok(()) => {
+                // Confirmed: the answer need not wait for the bookkeeping. Should the mark be lost
+                // (the instance dies first), a sweeper publishes these again: a duplicate with the
+                // same webhook-id, never a loss.
+                let _ = self.confirmed.send(ids);
+                Ok(())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, deliveries = ids.len(), "not published: left in the outbox for the sweeper");
                 if let Err(se) = self.outbox.release(ids).await {
@@ -155,6 +165,24 @@ impl Relay {
             if n < 500 {
                 return;
             }
+        }
+    }
+}
+
+/// Marks confirmed deliveries as published, all those waiting in one statement.
+async fn mark_published(outbox: Arc<dyn Outbox>, mut marks: mpsc::UnboundedReceiver<Vec<i64>>) {
+    while let Some(mut ids) = marks.recv().await {
+        while let Ok(more) = marks.try_recv() {
+            ids.extend(more);
+        }
+        let mut wait = Duration::from_millis(50);
+        while let Err(e) = outbox.published(ids.clone()).await {
+            if wait > Duration::from_secs(2) {
+                tracing::warn!(error = %e, deliveries = ids.len(), "cannot mark deliveries published: the sweeper publishes them again");
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
         }
     }
 }

@@ -368,10 +368,11 @@ pub trait Queue: Send + Sync + 'static {
 /// commit as the event; a relay takes them (leased, so that relays of several instances do not
 /// publish the same delivery twice), publishes them, and marks them once the broker has confirmed.
 pub trait Outbox: Send + Sync + 'static {
-    /// Takes, leased for `lease_ms`, up to `limit` unpublished deliveries not leased by another
-    /// relay, oldest first: those of `events` when given, otherwise those left unpublished for at
-    /// least `stale_ms` (a handoff that failed, or an instance that died between its commit and
-    /// the broker's confirm).
+    /// Takes up to `limit` unpublished deliveries not leased by another relay, oldest first: those
+    /// of `events` when given (a handoff of events just committed, which no sweeper takes before
+    /// they are stale: read without a lease), otherwise, leased for `lease_ms`, those left
+    /// unpublished for at least `stale_ms` (a handoff that failed, or an instance that died
+    /// between its commit and the broker's confirm).
     fn take_unpublished(
         &self,
         events: Option<Vec<String>>,

@@ -105,6 +105,14 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
         })
         .collect();
     let mut fates = store_events(&tx, &all, now).await?.into_iter();
+    let completions: Vec<&Completion> = writes
+        .iter()
+        .flat_map(|w| match w {
+            Write::Complete(done) => done.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    store_completions(&tx, &completions, now).await?;
     let mut answers = Vec::with_capacity(writes.len());
     let mut wake = false;
     for w in writes {
@@ -132,7 +140,7 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
             }
             Write::Complete(done) => {
                 for c in done {
-                    complete_one(&tx, &mut chain, c, now).await?;
+                    chain.append(&completion_entry(c), now);
                 }
                 Written::Done
             }
@@ -408,43 +416,66 @@ pub(super) async fn claim<C: GenericClient>(
     Ok(tasks)
 }
 
-/// Records a finished attempt: delivery state, the attempt, and its audit record.
-async fn complete_one(tx: &Transaction<'_>, chain: &mut Chain, c: &Completion, now: i64) -> StoreResult<()> {
+/// What a finished attempt makes of its delivery: status, next attempt, error, outcome label and
+/// detail.
+fn completion_state(c: &Completion, now: i64) -> (&'static str, i64, Option<&str>, &'static str, &str) {
+    match &c.outcome {
+        Outcome::Delivered { detail } => ("delivered", now, None, "delivered", detail),
+        Outcome::Retry { at, error } => ("pending", *at, Some(error), "retry", error),
+        Outcome::Dead { error } => ("dead", now, Some(error), "dead_lettered", error),
+    }
+}
+
+/// The audit record of a finished attempt.
+fn completion_entry(c: &Completion) -> Entry {
     let t = &c.task;
-    let attempt = i64::from(t.attempts) + 1;
-    let (status, next, error, action, label, detail) = match &c.outcome {
-        Outcome::Delivered { detail } => {
-            ("delivered", now, None, Action::Delivered, "delivered", detail.clone())
-        }
-        Outcome::Retry { at, error } => {
-            ("pending", *at, Some(error.clone()), Action::Retried, "retry", error.clone())
-        }
-        Outcome::Dead { error } => {
-            ("dead", now, Some(error.clone()), Action::DeadLettered, "dead_lettered", error.clone())
-        }
+    let (action, detail) = match &c.outcome {
+        Outcome::Delivered { detail } => (Action::Delivered, detail),
+        Outcome::Retry { error, .. } => (Action::Retried, error),
+        Outcome::Dead { error } => (Action::DeadLettered, error),
     };
+    Entry::new(action, "gateway")
+        .tenant(&t.tenant)
+        .event(&t.event_id)
+        .destination(&t.destination)
+        .digest(&t.digest)
+        .detail(format!("attempt {}: {}", i64::from(t.attempts) + 1, audit_summary(detail)))
+}
+
+/// Records finished attempts — delivery state and the attempt of each — with one statement per
+/// table for the whole group (their audit records are appended by the caller, in order).
+async fn store_completions(tx: &Transaction<'_>, done: &[&Completion], now: i64) -> StoreResult<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let states: Vec<_> = done.iter().map(|c| completion_state(c, now)).collect();
+    let ids: Vec<i64> = done.iter().map(|c| c.task.delivery_id).collect();
+    let attempts: Vec<i64> = done.iter().map(|c| i64::from(c.task.attempts) + 1).collect();
+    let status: Vec<&str> = states.iter().map(|s| s.0).collect();
+    let next: Vec<i64> = states.iter().map(|s| s.1).collect();
+    let errors: Vec<Option<&str>> = states.iter().map(|s| s.2).collect();
+    let labels: Vec<&str> = states.iter().map(|s| s.3).collect();
+    let details: Vec<&str> = states.iter().map(|s| s.4).collect();
+    let started: Vec<i64> = done.iter().map(|c| c.started_at).collect();
     execute(
         tx,
-        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, lease_until = NULL,
-                last_error = COALESCE($5, last_error), updated_at = $6
-         WHERE id = $1",
-        &[&t.delivery_id, &status, &attempt, &next, &error, &now],
+        "UPDATE deliveries d SET status = u.status, attempts = u.attempts, next_attempt_at = u.next,
+                lease_until = NULL, last_error = COALESCE(u.error, d.last_error), updated_at = $6
+         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
+              AS u (id, status, attempts, next, error)
+         WHERE d.id = u.id",
+        &[&ids, &status, &attempts, &next, &errors, &now],
     )
     .await?;
     execute(
         tx,
         "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, detail)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&t.delivery_id, &attempt, &c.started_at, &now, &label, &detail],
+         SELECT id, attempt, started, $4, outcome, detail
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $5::text[], $6::text[])
+              AS a (id, attempt, started, outcome, detail)",
+        &[&ids, &attempts, &started, &now, &labels, &details],
     )
     .await?;
-    let e = Entry::new(action, "gateway")
-        .tenant(&t.tenant)
-        .event(&t.event_id)
-        .destination(&t.destination)
-        .digest(&t.digest)
-        .detail(format!("attempt {attempt}: {}", audit_summary(&detail)));
-    chain.append(&e, now);
     Ok(())
 }
 
@@ -503,6 +534,8 @@ pub(super) async fn save_upload<C: GenericClient>(c: &C, u: &UploadRecord) -> St
 }
 
 /// Takes unpublished deliveries for a relay (see [`crate::store::Outbox::take_unpublished`]).
+/// A handoff reads the deliveries of its own events, just committed: no sweeper takes them before
+/// they are stale, so they are read without a lease (one statement less, and no write).
 pub(super) async fn take_unpublished<C: GenericClient>(
     c: &C,
     events: Option<&[String]>,
@@ -511,29 +544,34 @@ pub(super) async fn take_unpublished<C: GenericClient>(
     lease_ms: i64,
 ) -> StoreResult<Vec<Task>> {
     let now = now_ms();
-    let which = match events {
-        Some(_) => "event_id = ANY($4::text[])",
-        None => "updated_at <= $4::bigint",
-    };
-    let sql = format!(
-        "WITH due AS (
-             SELECT id FROM deliveries
-             WHERE status = 'pending' AND NOT published AND (lease_until IS NULL OR lease_until <= $1)
-               AND {which}
-             ORDER BY id
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED)
-         UPDATE deliveries d SET lease_until = $2
-         FROM due, events e
-         WHERE d.id = due.id AND e.id = d.event_id
-         RETURNING d.id, d.event_id, d.destination, e.type, e.tenant, e.idempotency_key, e.body, e.digest,
-                   d.attempts, d.since"
-    );
-    let (limit, lease) = (limit as i64, now + lease_ms);
-    let stale = now - stale_ms;
+    let columns = "d.id, d.event_id, d.destination, e.type, e.tenant, e.idempotency_key, e.body, e.digest,
+                   d.attempts, d.since";
     let rows = match events {
-        Some(ids) => query(c, &sql, &[&now, &lease, &limit, &ids]).await?,
-        None => query(c, &sql, &[&now, &lease, &limit, &stale]).await?,
+        Some(ids) => {
+            let sql = format!(
+                "SELECT {columns} FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.event_id = ANY($1::text[]) AND d.status = 'pending' AND NOT d.published
+                   AND (d.lease_until IS NULL OR d.lease_until <= $2)
+                 ORDER BY d.id LIMIT $3"
+            );
+            query(c, &sql, &[&ids, &now, &(limit as i64)]).await?
+        }
+        None => {
+            let sql = format!(
+                "WITH due AS (
+                     SELECT id FROM deliveries
+                     WHERE status = 'pending' AND NOT published AND (lease_until IS NULL OR lease_until <= $1)
+                       AND updated_at <= $4
+                     ORDER BY id
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE deliveries d SET lease_until = $2
+                 FROM due, events e
+                 WHERE d.id = due.id AND e.id = d.event_id
+                 RETURNING {columns}"
+            );
+            query(c, &sql, &[&now, &(now + lease_ms), &(limit as i64), &(now - stale_ms)]).await?
+        }
     };
     let mut tasks = rows.iter().map(read::task_from_row).collect::<StoreResult<Vec<_>>>()?;
     tasks.sort_by_key(|t| t.delivery_id);
