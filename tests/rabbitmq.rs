@@ -328,3 +328,36 @@ async fn three_instances_share_the_work_and_one_killed_mid_load_loses_nothing() 
         .expect("queue");
     assert_eq!(q.message_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_cancelled_by_the_broker_consumes_again() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let rx = Receiver::start(Mode::Ok).await;
+    let gw = gateway(&rx, "", &db.url, &rabbit, &amqp_url()).await;
+    let (first, _) = send_until_accepted(&gw, &[prestazione(1, "F205")]).await;
+    rx.wait_distinct(1, WAIT).await;
+    // An operator deletes the destination queue: the broker cancels the gateway's consumer.
+    let conn = Rabbit::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let queue = rabbit.topology().queue("cartella-vendor-a");
+    ch.queue_delete(queue.as_str().into(), Default::default()).await.expect("queue.delete");
+    // The consumer declares its queue again and consumes from it: new events are delivered.
+    let deadline = Instant::now() + WAIT;
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    // (A failed passive declaration closes its channel: one channel per probe.)
+    while conn
+        .create_channel()
+        .await
+        .expect("channel")
+        .queue_declare(queue.as_str().into(), passive, Default::default())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "{queue} not declared again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (second, _) = send_until_accepted(&gw, &[prestazione(2, "F205")]).await;
+    rx.wait_distinct(2, WAIT).await;
+    let got: HashSet<String> = rx.delivered().keys().cloned().collect();
+    assert_eq!(got, first.into_iter().chain(second).collect());
+}
