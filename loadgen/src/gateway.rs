@@ -37,6 +37,14 @@ pub fn use_postgres(url: String) {
     let _ = POSTGRES.set(url);
 }
 
+/// `concurrency` of the webhook destination (`--concurrency`).
+static CONCURRENCY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets the webhook destination's `concurrency` for every gateway of the run.
+pub fn use_concurrency(n: usize) {
+    let _ = CONCURRENCY.set(n);
+}
+
 /// With `--rabbitmq`: the broker the gateways' queue runs on (cluster mode).
 static RABBITMQ: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -313,13 +321,14 @@ name = "{DESTINATION}"
 adapter = "webhook"
 url = "{url}"
 secret = "{SECRET}"
-concurrency = 64
+concurrency = {concurrency}
 
 [[routes]]
 types = ["*"]
 tenants = ["*"]
 to = ["{DESTINATION}"]
-"#
+"#,
+            concurrency = CONCURRENCY.get().copied().unwrap_or(64),
         ));
     }
     toml

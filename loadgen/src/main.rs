@@ -71,6 +71,9 @@ struct Args {
     /// Concurrent clients of the batch scenarios (a and c).
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Deliveries in flight at once to the loopback receiver (the destination's `concurrency`).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
     /// Concurrent clients of the single-event scenario (b).
     #[arg(long, default_value_t = 32)]
     single_clients: usize,
@@ -168,6 +171,7 @@ async fn run(args: Args) -> Result<bool> {
             bail!("unknown scenario '{s}' in --only (use sqlite,a,b,c,c2,d,amqp,coop,export,flussi)");
         }
     }
+    gateway::use_concurrency(args.concurrency);
     if let Some(url) = args.rabbitmq.clone() {
         if args.postgres.is_none() {
             bail!("--rabbitmq needs --postgres: instances sharing a broker share a PostgreSQL store");
