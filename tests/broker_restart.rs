@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -24,37 +24,6 @@ fn rabbitmqctl(args: &[&str]) {
     assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// POSTs a batch until it is accepted (503 while the broker is away); the ids.
-async fn send_until_accepted(gw: &Gateway, batch: &[Value]) -> Vec<String> {
-    let body = serde_json::to_vec(batch).expect("json");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let r = gw
-            .http
-            .post(format!("{}/v1/events", gw.base))
-            .bearer_auth(KEY_A)
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(body.clone())
-            .send()
-            .await;
-        if let Ok(r) = r {
-            if r.status().as_u16() == 202 {
-                let v: Value = r.json().await.expect("json");
-                return v["ids"]
-                    .as_array()
-                    .expect("ids")
-                    .iter()
-                    .map(|i| i.as_str().unwrap().to_string())
-                    .collect();
-            }
-            assert_eq!(r.status().as_u16(), 503, "only 503 while the broker restarts");
-            assert!(r.headers().contains_key("retry-after"));
-        }
-        assert!(Instant::now() < deadline, "not accepted within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rabbitmq_restart_under_load_loses_nothing() {
     let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
@@ -65,7 +34,7 @@ async fn a_rabbitmq_restart_under_load_loses_nothing() {
     let mut sent = HashSet::new();
     for chunk in 0..10 {
         let batch: Vec<Value> = (0..30).map(|n| prestazione(chunk * 30 + n, "F205")).collect();
-        sent.extend(send_until_accepted(&gw, &batch).await);
+        sent.extend(gw.send_until_accepted(&batch, WAIT).await.0);
     }
     assert!(rx.delivered().len() < 300, "still work queued when the broker stops");
     rabbitmqctl(&["stop_app"]);
@@ -73,7 +42,7 @@ async fn a_rabbitmq_restart_under_load_loses_nothing() {
     rabbitmqctl(&["start_app"]);
     for chunk in 10..14 {
         let batch: Vec<Value> = (0..30).map(|n| prestazione(chunk * 30 + n, "F205")).collect();
-        sent.extend(send_until_accepted(&gw, &batch).await);
+        sent.extend(gw.send_until_accepted(&batch, WAIT).await.0);
     }
     assert_eq!(sent.len(), 420);
     rx.wait_distinct(420, WAIT).await;

@@ -16,10 +16,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn ids(v: &Value) -> Vec<String> {
-    v["ids"].as_array().expect("ids").iter().map(|i| i.as_str().expect("id").to_string()).collect()
-}
-
 /// A cluster-mode gateway on `db` and the test's topology, reaching the broker at `amqp`.
 async fn gateway(rx: &Receiver, destination: &str, db_url: &str, rabbit: &Rabbit, amqp: &str) -> Gateway {
     let config = format!(
@@ -29,37 +25,8 @@ async fn gateway(rx: &Receiver, destination: &str, db_url: &str, rabbit: &Rabbit
     Gateway::start_with(&rx.url, destination, &config).await
 }
 
-/// What a well-behaved client does: POST a batch, and on 503 wait `Retry-After` and send the same
-/// batch again (same idempotency keys) until it is accepted. Returns the ids and the 503s seen.
 async fn send_until_accepted(gw: &Gateway, batch: &[Value]) -> (Vec<String>, usize) {
-    let body = serde_json::to_vec(batch).expect("json");
-    let deadline = Instant::now() + WAIT;
-    let mut refusals = 0;
-    loop {
-        let sent = gw
-            .http
-            .post(format!("{}/v1/events", gw.base))
-            .bearer_auth(KEY_A)
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(body.clone())
-            .send()
-            .await;
-        if let Ok(r) = sent {
-            match r.status().as_u16() {
-                202 => return (ids(&r.json().await.expect("json")), refusals),
-                503 => {
-                    let after =
-                        r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-                    let v: Value = r.json().await.unwrap_or(Value::Null);
-                    assert!(after.is_some(), "a 503 says when to retry: {v}");
-                    refusals += 1;
-                }
-                other => panic!("unexpected answer {other}: {:?}", r.text().await),
-            }
-        }
-        assert!(Instant::now() < deadline, "batch not accepted within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.send_until_accepted(batch, WAIT).await
 }
 
 async fn audit_verifies(gw: &Gateway) {
@@ -298,14 +265,7 @@ async fn three_instances_share_the_work_and_one_killed_mid_load_loses_nothing() 
     let repeats: usize = delivered.values().map(|n| n - 1).sum();
     assert!(repeats <= 3 * 8, "only messages in flight at the kill come again (same webhook-id): {repeats}");
     for gw in [&gws[0], &gws[2]] {
-        let metrics = gw.http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
-        let line = metrics
-            .lines()
-            .find(|l| l.starts_with("csi_gateway_deliveries_total{destination=\"cartella-vendor-a\"}"))
-            .unwrap_or_default()
-            .to_string();
-        let n: f64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
-        assert!(n > 0.0, "{} delivered nothing: {line:?}", gw.base);
+        assert!(gw.delivered_count().await > 0.0, "{} delivered nothing", gw.base);
     }
     // Any surviving instance shows every event delivered; the chain written by all is linear.
     for id in &sent {

@@ -351,6 +351,55 @@ impl Gateway {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+
+    /// Deliveries this instance made to `cartella-vendor-a` (its `/metrics`).
+    pub async fn delivered_count(&self) -> f64 {
+        let metrics =
+            self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("csi_gateway_deliveries_total{destination=\"cartella-vendor-a\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// What a well-behaved client does: POST a batch, and on 503 wait and send the same batch
+    /// again (same idempotency keys) until it is accepted. The ids, and the 503s seen (each
+    /// checked to carry `Retry-After`).
+    pub async fn send_until_accepted(&self, batch: &[Value], within: Duration) -> (Vec<String>, usize) {
+        let body = serde_json::to_vec(batch).expect("json");
+        let deadline = Instant::now() + within;
+        let mut refusals = 0;
+        loop {
+            let sent = self
+                .http
+                .post(format!("{}/v1/events", self.base))
+                .bearer_auth(KEY_A)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(body.clone())
+                .send()
+                .await;
+            if let Ok(r) = sent {
+                match r.status().as_u16() {
+                    202 => {
+                        let v: Value = r.json().await.expect("json");
+                        let ids = v["ids"].as_array().expect("ids").iter();
+                        return (ids.map(|i| i.as_str().expect("id").to_string()).collect(), refusals);
+                    }
+                    503 => {
+                        let after = r.headers().get("retry-after").is_some();
+                        let v: Value = r.json().await.unwrap_or(Value::Null);
+                        assert!(after, "a 503 says when to retry: {v}");
+                        refusals += 1;
+                    }
+                    other => panic!("unexpected answer {other}: {:?}", r.text().await),
+                }
+            }
+            assert!(Instant::now() < deadline, "batch not accepted within {within:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 fn spawn(config: &Path) -> Child {
