@@ -118,6 +118,12 @@ CREATE TABLE IF NOT EXISTS coop_uploads (
     created_at INTEGER NOT NULL,
     report     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS coop_upload_rows (
+    upload_id TEXT NOT NULL,
+    row       INTEGER NOT NULL,
+    report    TEXT NOT NULL,
+    PRIMARY KEY (upload_id, row)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_head (
     one  INTEGER PRIMARY KEY CHECK (one = 1),
     seq  INTEGER NOT NULL,
@@ -134,6 +140,7 @@ enum Op {
     Complete(Vec<Completion>, Reply<()>),
     Replay(DeadLetterFilter, String, Reply<Vec<DeadLetter>>),
     SaveUpload(Box<UploadRecord>, Reply<()>),
+    SaveUploadRows(String, Vec<ReportRow>, Reply<()>),
     Siuss(siuss::WriteOp, Reply<siuss::WriteAnswer>),
 }
 
@@ -299,17 +306,19 @@ impl Op {
         // send error is right, the work is committed either way.
         match (self, result) {
             (Op::Accept(_, _, r), Ok(Answer::Accept(v))) => drop(r.send(Ok(v))),
-            (Op::Audit(_, r), Ok(_)) | (Op::Complete(_, r), Ok(_)) | (Op::SaveUpload(_, r), Ok(_)) => {
-                drop(r.send(Ok(())))
-            }
+            (Op::Audit(_, r), Ok(_))
+            | (Op::Complete(_, r), Ok(_))
+            | (Op::SaveUpload(_, r), Ok(_))
+            | (Op::SaveUploadRows(_, _, r), Ok(_)) => drop(r.send(Ok(()))),
             (Op::Claim(_, _, _, r), Ok(Answer::Claim(v))) => drop(r.send(Ok(v))),
             (Op::Replay(_, _, r), Ok(Answer::Replay(v))) => drop(r.send(Ok(v))),
             (Op::Siuss(_, r), Ok(Answer::Siuss(v))) => drop(r.send(Ok(v))),
             (op, Ok(_)) => op.answer(Err(StoreError("internal: mismatched answer".into()))),
             (Op::Accept(_, _, r), Err(e)) => drop(r.send(Err(e))),
-            (Op::Audit(_, r), Err(e)) | (Op::Complete(_, r), Err(e)) | (Op::SaveUpload(_, r), Err(e)) => {
-                drop(r.send(Err(e)))
-            }
+            (Op::Audit(_, r), Err(e))
+            | (Op::Complete(_, r), Err(e))
+            | (Op::SaveUpload(_, r), Err(e))
+            | (Op::SaveUploadRows(_, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Claim(_, _, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Replay(_, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Siuss(_, r), Err(e)) => drop(r.send(Err(e))),
@@ -411,6 +420,15 @@ fn apply(tx: &Transaction<'_>, head: &mut (i64, String), op: &mut Op) -> StoreRe
                 u.created_at,
                 report_text(&u.report)
             ])?;
+            Ok(Answer::Unit)
+        }
+        Op::SaveUploadRows(id, rows, _) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO coop_upload_rows (upload_id, row, report) VALUES (?1, ?2, ?3)",
+            )?;
+            for r in rows.iter() {
+                stmt.execute(params![&*id, r.row, r.json])?;
+            }
             Ok(Answer::Unit)
         }
         Op::Complete(done, _) => {
@@ -888,24 +906,19 @@ impl Projections for SqliteStore {
         })
     }
 
-    fn progetti_of(
-        &self,
-        tenant: String,
-        who: String,
-        date: String,
-    ) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
+    fn progetti_of(&self, tenant: String, who: Vec<String>) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
         self.read(move |conn| {
+            let who = serde_json::to_string(&who).unwrap_or_default();
             // Two indexed lookups: an `OR` of the two columns would scan the tenant's progetti.
             let sql = format!(
                 "SELECT {PROGETTO_COLUMNS} FROM progetti
-                 WHERE tenant = ?1 AND pseudonimo = ?2 AND dal <= ?3 AND al >= ?3
+                 WHERE tenant = ?1 AND pseudonimo IN (SELECT value FROM json_each(?2))
                  UNION
                  SELECT {PROGETTO_COLUMNS} FROM progetti
-                 WHERE tenant = ?1 AND codice_fiscale = ?2 AND dal <= ?3 AND al >= ?3
-                 ORDER BY dal DESC"
+                 WHERE tenant = ?1 AND codice_fiscale IN (SELECT value FROM json_each(?2))"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![tenant, who, date], progetto_from_row)?;
+            let rows = stmt.query_map(params![tenant, who], progetto_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -913,17 +926,21 @@ impl Projections for SqliteStore {
     fn month_minutes(
         &self,
         tenant: String,
-        id_progetto: String,
-        tipo_servizio: String,
-        mese: String,
-    ) -> BoxFuture<'_, StoreResult<i64>> {
+        groups: Vec<MonthGroup>,
+    ) -> BoxFuture<'_, StoreResult<Vec<(MonthGroup, i64)>>> {
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(minuti), 0) FROM coop_deliveries
-                     WHERE tenant = ?1 AND mese = ?2 AND id_progetto = ?3 AND tipo_servizio = ?4",
-                )?
-                .query_row(params![tenant, mese, id_progetto, tipo_servizio], |r| r.get(0))?)
+            let groups = serde_json::to_string(&groups).unwrap_or_default();
+            // Each group once, then the `coop_month` index per group (CROSS JOIN keeps that order).
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.id_progetto, d.tipo_servizio, d.mese, SUM(d.minuti)
+                 FROM (SELECT DISTINCT value AS g FROM json_each(?2)) CROSS JOIN coop_deliveries AS d
+                 WHERE d.tenant = ?1 AND d.mese = g ->> 2 AND d.id_progetto = g ->> 0
+                   AND d.tipo_servizio = g ->> 1
+                 GROUP BY d.id_progetto, d.tipo_servizio, d.mese",
+            )?;
+            let rows = stmt
+                .query_map(params![tenant, groups], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
@@ -985,6 +1002,28 @@ impl Projections for SqliteStore {
                     })
                 })
                 .optional()?)
+        })
+    }
+
+    fn save_upload_rows(&self, upload_id: String, rows: Vec<ReportRow>) -> BoxFuture<'_, StoreResult<()>> {
+        self.submit(|r| Op::SaveUploadRows(upload_id, rows, r))
+    }
+
+    fn upload_rows(
+        &self,
+        upload_id: String,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<ReportRow>>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT row, report FROM coop_upload_rows WHERE upload_id = ?1 AND row > ?2
+                 ORDER BY row LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![upload_id, after, limit as i64], |r| {
+                Ok(ReportRow { row: r.get(0)?, json: r.get(1)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 }

@@ -502,6 +502,28 @@ pub(super) async fn save_upload<C: GenericClient>(c: &C, u: &UploadRecord) -> St
     Ok(())
 }
 
+/// Adds (or replaces) rows of an upload's report, with one statement.
+pub(super) async fn save_upload_rows<C: GenericClient>(
+    c: &C,
+    upload_id: &str,
+    rows: &[ReportRow],
+) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let numbers: Vec<i64> = rows.iter().map(|r| r.row).collect();
+    let reports: Vec<&str> = rows.iter().map(|r| r.json.as_str()).collect();
+    execute(
+        c,
+        "INSERT INTO coop_upload_rows (upload_id, row, report)
+         SELECT $1, r, j FROM UNNEST($2::bigint[], $3::text[]) AS x (r, j)
+         ON CONFLICT (upload_id, row) DO UPDATE SET report = excluded.report",
+        &[&upload_id, &numbers, &reports],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn published<C: GenericClient>(c: &C, ids: &[i64]) -> StoreResult<()> {
     execute(c, "UPDATE deliveries SET published = true WHERE id = ANY($1)", &[&ids]).await?;
     Ok(())
