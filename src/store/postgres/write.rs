@@ -356,7 +356,8 @@ async fn project(
                     &r.importo_cents,
                     &r.quota_utente_cents,
                     &r.flag,
-                    &r.event_id,
+                    // The row names the event it came with.
+                    &ev.id,
                     &r.upload_id,
                     &r.digest,
                 ],
@@ -366,7 +367,7 @@ async fn project(
                 let old: String = row.try_get(0)?;
                 let e = Entry::new(Action::Corrected, ev.actor.as_str())
                     .tenant(&r.tenant)
-                    .event(&r.event_id)
+                    .event(&ev.id)
                     .digest(&r.digest)
                     .detail(format!("delivery {} corrected: replaces event {old}", r.key));
                 chain.append(&e, now);
