@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::audit;
 use crate::auth::Caller;
 use crate::config::{CoopConfig, OnViolation};
-use crate::ingest::{EventResult, IngestError, Pipeline};
+use crate::ingest::{Admission, EventResult, IngestError, Pipeline};
 use crate::store::{
     now_ms, CoopDeliveryRow, MonthGroup, ProgettoRow, Projection, Projections, ReportRow, StoreError,
     UploadRecord,
@@ -386,12 +386,30 @@ impl Tally {
     }
 }
 
-/// A chunk of rows checked and priced, its deliveries not yet submitted.
+/// A chunk of rows checked and priced, its deliveries validated but not yet stored.
 struct Prepared {
+    /// Rows already settled (skipped, rejected, duplicate).
+    rows: Vec<RowReport>,
+    /// The deliveries' events, checked by the pipeline (`None`: there are none).
+    admission: Option<Admission>,
+    candidates: Vec<Candidate>,
+}
+
+/// A chunk of rows checked and priced, with the events of its deliveries.
+struct Chunk {
     /// Rows already settled (skipped, rejected, duplicate).
     rows: Vec<RowReport>,
     events: Vec<(Value, Vec<Projection>)>,
     candidates: Vec<Candidate>,
+}
+
+impl Chunk {
+    /// Validates, authorizes and routes the chunk's events (nothing is stored yet).
+    fn check(self, pipeline: &Pipeline, caller: &Caller, submission: &str) -> Prepared {
+        let Chunk { rows, events, candidates } = self;
+        let admission = (!events.is_empty()).then(|| pipeline.check_submission(caller, submission, events));
+        Prepared { rows, admission, candidates }
+    }
 }
 
 /// One delivery ready to submit, beside its event.
@@ -528,7 +546,7 @@ impl Coop {
         loop {
             let commit = async {
                 match pending.take() {
-                    Some(p) => Some(self.commit_chunk(pipeline, caller, &submission, p).await),
+                    Some(p) => Some(self.commit_chunk(pipeline, p).await),
                     None => None,
                 }
             };
@@ -541,7 +559,10 @@ impl Coop {
             let prepare = async {
                 match rx.recv().await {
                     Some(Ok(chunk)) => {
-                        Some(self.prepare_chunk(caller, tenant, &upload_id, chunk, &mut tally).await)
+                        let prepared =
+                            self.prepare_chunk(caller, tenant, &upload_id, chunk, &mut tally).await;
+                        // The pipeline's checks too: the store then has only to write.
+                        Some(prepared.map(|p| p.check(pipeline, caller, &submission)))
                     }
                     Some(Err(e)) => Some(Err(CoopError::Input(e))),
                     None => None,
@@ -593,7 +614,7 @@ impl Coop {
         upload_id: &str,
         chunk: Vec<RowResult>,
         tally: &mut Tally,
-    ) -> Result<Prepared, CoopError> {
+    ) -> Result<Chunk, CoopError> {
         tally.next_chunk();
         let keys: Vec<Option<String>> = chunk
             .iter()
@@ -610,7 +631,7 @@ impl Coop {
             .map(|r| (r.key.clone(), r))
             .collect();
         self.prefetch(tenant, &chunk, &stored, tally).await?;
-        let mut out = Prepared { rows: Vec::new(), events: Vec::new(), candidates: Vec::new() };
+        let mut out = Chunk { rows: Vec::new(), events: Vec::new(), candidates: Vec::new() };
         for (r, key) in chunk.into_iter().zip(keys) {
             let report = match (r.outcome, key) {
                 (RowOutcome::Skipped { reason }, _) => RowReport {
@@ -657,13 +678,11 @@ impl Coop {
     async fn commit_chunk(
         &self,
         pipeline: &Pipeline,
-        caller: &Caller,
-        submission: &str,
         prepared: Prepared,
     ) -> Result<Vec<RowReport>, CoopError> {
-        let Prepared { mut rows, events, candidates } = prepared;
-        if !events.is_empty() {
-            let results = pipeline.submit(caller, submission, events).await?;
+        let Prepared { mut rows, admission, candidates } = prepared;
+        if let Some(admission) = admission {
+            let results = pipeline.store_admission(admission).await?;
             for (c, result) in candidates.into_iter().zip(results) {
                 rows.push(match result {
                     EventResult::Accepted { id, duplicate } => RowReport {
