@@ -41,6 +41,16 @@ pub enum IngestError {
     Unconfirmed(String),
 }
 
+/// Events checked, authorized and routed ([`Pipeline::check_submission`]), not yet stored.
+#[derive(Default)]
+pub struct Admission {
+    entries: Vec<Entry>,
+    new_events: Vec<NewEvent>,
+    results: Vec<Option<EventResult>>,
+    /// Refused as a whole: the audit records of the refusal and why.
+    denied: Option<(Vec<Entry>, String)>,
+}
+
 /// Whether the body is one event or a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -94,6 +104,17 @@ impl Pipeline {
         digest: &str,
         events: Vec<(Value, Vec<Projection>)>,
     ) -> Result<Vec<EventResult>, IngestError> {
+        self.store_admission(self.check_submission(caller, digest, events)).await
+    }
+
+    /// What [`Pipeline::submit`] does before the store: validation, authorization and routing,
+    /// CPU work an adapter can do while its previous submission is being stored.
+    pub fn check_submission(
+        &self,
+        caller: &Caller,
+        digest: &str,
+        events: Vec<(Value, Vec<Projection>)>,
+    ) -> Admission {
         let checked = events
             .into_iter()
             .map(|(ev, projections)| {
@@ -101,7 +122,7 @@ impl Pipeline {
                 (if errors.is_empty() { Ok(ev) } else { Err(errors) }, projections)
             })
             .collect();
-        self.admit(caller, digest, checked).await
+        self.admission(caller, digest, checked)
     }
 
     /// Authorizes, routes and stores checked events; one result per event, in order.
@@ -111,6 +132,16 @@ impl Pipeline {
         digest: &str,
         checked: Vec<(Checked, Vec<Projection>)>,
     ) -> Result<Vec<EventResult>, IngestError> {
+        self.store_admission(self.admission(caller, digest, checked)).await
+    }
+
+    /// Authorizes and routes checked events: what to store and to audit.
+    fn admission(
+        &self,
+        caller: &Caller,
+        digest: &str,
+        checked: Vec<(Checked, Vec<Projection>)>,
+    ) -> Admission {
         // Authorize before anything is stored: one foreign tenant refuses the whole request.
         let may_publish = caller.has(Role::Publisher);
         let mut denied = Vec::new();
@@ -146,8 +177,7 @@ impl Pipeline {
                     })
                     .collect()
             };
-            self.store.audit(entries).await?;
-            return Err(IngestError::Forbidden(detail));
+            return Admission { denied: Some((entries, detail)), ..Admission::default() };
         }
 
         let mut entries = Vec::new();
@@ -178,6 +208,17 @@ impl Pipeline {
                     results.push(None);
                 }
             }
+        }
+        Admission { entries, new_events, results, denied: None }
+    }
+
+    /// Stores an admission (the second half of [`Pipeline::submit`]): one result per event, in
+    /// order, once the accepted ones are durable.
+    pub async fn store_admission(&self, admission: Admission) -> Result<Vec<EventResult>, IngestError> {
+        let Admission { entries, new_events, results, denied } = admission;
+        if let Some((entries, detail)) = denied {
+            self.store.audit(entries).await?;
+            return Err(IngestError::Forbidden(detail));
         }
         let n_new = new_events.len();
         let acceptances = if n_new == 0 && entries.is_empty() {

@@ -561,6 +561,8 @@ async fn a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited() {
         .unwrap_or_else(|| panic!("no correction of COR-01 in {records:?}"));
     assert_eq!(rec["actor"], "coop-aurora");
     assert_eq!(rec["tenant"], "F205");
+    assert_eq!(rec["event_id"], new_id.as_str(), "{rec}");
+    assert!(rec["detail"].as_str().is_some_and(|d| d.contains(&old_id)), "names the replaced event: {rec}");
     assert_eq!(records.len(), 1, "COR-02 was not corrected: {records:?}");
     let text = serde_json::to_string(&records).expect("json");
     assert!(!text.contains("FRRNNA41C52F205P"), "no codice fiscale in the audit: {text}");
@@ -904,6 +906,12 @@ async fn a_large_file_sent_in_pieces_is_read_as_it_arrives() {
     assert_eq!(numbers, (2..=2_503).collect::<Vec<u64>>(), "one entry per row, in file order");
     assert_eq!(row(&r, 2_502)["status"], "corrected");
     assert_eq!(row(&r, 2_503)["status"], "duplicate");
+    assert_eq!(row(&r, 2_503)["id"], row(&r, 9)["id"], "the copy names the event of row 9: {r}");
+    // The report, kept in the store row by row, reads back the same.
+    let path = format!("/v1/adapters/coop/erogazioni/{}", r["id"].as_str().expect("id"));
+    let (status, stored) = gw.get(KEY_AURORA, &path).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored, r);
     let digest = r["digest"].as_str().expect("digest");
     assert_eq!(digest, hex_sha256(text.as_bytes()), "the digest is the whole file's");
     // The liquidazione counts the corrected visit once, with its new length: 2,499 × 45 + 30 min.

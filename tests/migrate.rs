@@ -25,6 +25,7 @@ const TABLES: &[&str] = &[
     "progetti",
     "coop_deliveries",
     "coop_uploads",
+    "coop_upload_rows",
     "persone",
     "valutazioni_sina",
 ];

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::problem::Problem;
@@ -109,7 +110,10 @@ pub async fn upload(
             app.store.audit(vec![e]).await?;
             Err(Problem::forbidden(why))
         }
-        other => Ok(json_text(other?.json)),
+        other => {
+            let up = other?;
+            Ok(report_response(coop, up.id, up.report))
+        }
     }
 }
 
@@ -122,9 +126,16 @@ fn too_large(max: usize) -> Problem {
     )
 }
 
-/// A JSON document already serialized.
-fn json_text(text: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+/// An upload's report, its rows streamed from the store.
+fn report_response(coop: &crate::coop::Coop, id: String, stored: String) -> Response {
+    let id_for_log = id.clone();
+    let stream = crate::coop::report_stream(coop.store.clone(), id, stored).map(move |piece| {
+        piece.map_err(|e| {
+            tracing::error!(upload = %id_for_log, error = %e, "sending the upload report failed");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    ([(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 /// A request body as a blocking [`Read`], for the upload's reading thread: the body's chunks come
@@ -140,7 +151,6 @@ impl BodyReader {
     fn new(body: axum::body::Body, max: usize) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, chunks) = tokio::sync::mpsc::channel(8);
         let received = tokio::spawn(async move {
-            use futures_util::StreamExt;
             let mut stream = body.into_data_stream();
             let mut total = 0usize;
             while let Some(chunk) = stream.next().await {
@@ -218,7 +228,7 @@ pub async fn upload_report(
             .await?;
         return Err(Problem::forbidden(detail));
     }
-    Ok(json_text(crate::coop::stored_report(up.report)))
+    Ok(report_response(coop, up.id, crate::coop::stored_report(up.report)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -76,24 +76,39 @@ async fn process(app: &AppState, cfg: &DropConfig, caller: &Caller, path: &Path)
                 Box::new(std::io::BufReader::new(file)),
             )
             .await
+            .map(|up| (coop, up))
             .map_err(|e| e.to_string()),
         (Err(e), _) => Err(format!("cannot read {name}: {e}")),
         (_, None) => Err("the cooperatives adapter is not configured".into()),
     };
-    let (folder, note_name, note) = match outcome {
-        Ok(up) => {
+    let (folder, written) = match outcome {
+        Ok((coop, up)) => {
             tracing::info!(file = %name, accepted = up.summary.accepted, rejected = up.summary.rejected, "drop file processed");
-            ("processed", format!("{name}.report.json"), up.json)
+            let note = cfg.dir.join("processed").join(format!("{name}.report.json"));
+            let report = crate::coop::report_stream(coop.store.clone(), up.id, up.report);
+            ("processed", write_report(&note, report).await)
         }
         Err(why) => {
             tracing::warn!(file = %name, %why, "drop file failed");
-            ("failed", format!("{name}.error.txt"), why)
+            ("failed", tokio::fs::write(cfg.dir.join("failed").join(format!("{name}.error.txt")), why).await)
         }
     };
-    let target = cfg.dir.join(folder);
-    if let Err(e) =
-        std::fs::write(target.join(note_name), note).and_then(|_| std::fs::rename(path, target.join(&name)))
-    {
+    if let Err(e) = written.and_then(|()| std::fs::rename(path, cfg.dir.join(folder).join(&name))) {
         tracing::error!(file = %name, error = %e, "cannot move the processed drop file");
     }
+}
+
+/// Writes a report to `path` as its pieces come from the store.
+async fn write_report(
+    path: &Path,
+    report: impl futures_util::Stream<Item = Result<bytes::Bytes, crate::store::StoreError>>,
+) -> std::io::Result<()> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await?);
+    let mut report = std::pin::pin!(report);
+    while let Some(piece) = report.next().await {
+        file.write_all(&piece.map_err(|e| std::io::Error::other(e.to_string()))?).await?;
+    }
+    file.flush().await
 }

@@ -21,8 +21,11 @@ use serde_json::{json, Value};
 use crate::audit;
 use crate::auth::Caller;
 use crate::config::{CoopConfig, OnViolation};
-use crate::ingest::{EventResult, IngestError, Pipeline};
-use crate::store::{now_ms, CoopDeliveryRow, ProgettoRow, Projection, Projections, StoreError, UploadRecord};
+use crate::ingest::{Admission, EventResult, IngestError, Pipeline};
+use crate::store::{
+    now_ms, CoopDeliveryRow, MonthGroup, ProgettoRow, Projection, Projections, ReportRow, StoreError,
+    UploadRecord,
+};
 
 /// The interchange type every delivery becomes.
 pub const PRESTAZIONE: &str = "it.lombardia.csi.prestazione.erogata.v1";
@@ -120,30 +123,29 @@ pub struct UploadReport {
     pub rows: Vec<RowReport>,
 }
 
-/// A processed upload: its id, its counts, and the whole report as JSON text (an
-/// [`UploadReport`]).
+/// A processed upload: its id, its counts, and its stored report without the rows (an
+/// [`UploadReport`] whose `rows` are in the store: see [`report_stream`]).
 #[derive(Debug, Clone)]
 pub struct Uploaded {
     pub id: String,
     pub summary: Summary,
-    pub json: String,
+    pub report: String,
 }
 
-/// The report as JSON text: `report` without rows, then `rows` (the rows' JSON objects,
-/// comma-separated) as its `rows` array.
-fn report_json(report: &UploadReport, rows: &[u8]) -> Result<String, CoopError> {
-    let mut text = serde_json::to_string(report).map_err(|e| CoopError::Input(e.to_string()))?;
-    // `rows` is the last field and empty here: `..."rows":[]}`.
-    let Some(head) = text.strip_suffix("[]}").map(str::len) else {
+/// Report rows read from the store at a time when a report is sent.
+const REPORT_PAGE: usize = 1000;
+
+/// The report's JSON text with an empty `rows` array, its last field: `..."rows":[]}`.
+fn report_head(report: &UploadReport) -> Result<String, CoopError> {
+    let text = serde_json::to_string(report).map_err(|e| CoopError::Input(e.to_string()))?;
+    if !text.ends_with(ROWS_LAST) {
         return Err(CoopError::Input("internal: unexpected report layout".into()));
-    };
-    text.truncate(head);
-    text.reserve(rows.len() + 3);
-    text.push('[');
-    text.push_str(std::str::from_utf8(rows).map_err(|e| CoopError::Input(e.to_string()))?);
-    text.push_str("]}");
+    }
     Ok(text)
 }
+
+/// How a stored report whose rows are kept apart ends.
+const ROWS_LAST: &str = "\"rows\":[]}";
 
 /// The JSON text of a stored report (kept as text, see [`Coop::upload`]; a JSON object as well).
 pub fn stored_report(report: Value) -> String {
@@ -151,6 +153,54 @@ pub fn stored_report(report: Value) -> String {
         Value::String(text) => text,
         other => other.to_string(),
     }
+}
+
+/// Where [`report_stream`] is.
+enum Part {
+    Head(String),
+    Rows { after: i64, first: bool },
+    Done,
+}
+
+/// The whole report of upload `id` as JSON text, in pieces: the stored report (`stored`) up to its
+/// `rows` array, then the rows a page at a time from the store, then the end. Memory holds one
+/// page, whatever the size of the file. A report stored whole (before rows were kept apart) is
+/// sent as it is.
+pub fn report_stream(
+    store: Arc<dyn Projections>,
+    id: String,
+    stored: String,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static {
+    futures_util::stream::try_unfold(Part::Head(stored), move |part| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            Ok(match part {
+                Part::Head(mut text) => match text.strip_suffix(ROWS_LAST).map(str::len) {
+                    Some(len) => {
+                        // Up to `"rows":[`.
+                        text.truncate(len + ROWS_LAST.len() - 2);
+                        Some((bytes::Bytes::from(text), Part::Rows { after: i64::MIN, first: true }))
+                    }
+                    None => Some((bytes::Bytes::from(text), Part::Done)),
+                },
+                Part::Rows { after, first } => {
+                    let page = store.upload_rows(id, after, REPORT_PAGE).await?;
+                    let Some(last) = page.last().map(|r| r.row) else {
+                        return Ok(Some((bytes::Bytes::from_static(b"]}"), Part::Done)));
+                    };
+                    let mut out = Vec::with_capacity(page.iter().map(|r| r.json.len() + 1).sum());
+                    for (i, r) in page.iter().enumerate() {
+                        if !(first && i == 0) {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(r.json.as_bytes());
+                    }
+                    Some((bytes::Bytes::from(out), Part::Rows { after: last, first: false }))
+                }
+                Part::Done => None,
+            })
+        }
+    })
 }
 
 /// A reader that hashes (SHA-256) what passes through it.
@@ -216,11 +266,8 @@ fn div_round(n: i64, d: i64) -> i64 {
     }
 }
 
-/// (progetto, service, month): the unit the authorized hours apply to.
-type MonthGroup = (String, String, String);
-
-/// A row already seen in this upload: the start of its content digest, its minutes and its
-/// month group (an index into [`Tally::groups`]). Kept small: there is one per accepted row.
+/// A row of this upload that the store may not hold yet: the start of its content digest, its
+/// minutes and its month group (an index into [`Tally::groups`]).
 struct SeenRow {
     digest: u128,
     minutes: i64,
@@ -249,8 +296,20 @@ struct LineTotals {
     flagged: bool,
 }
 
-/// Progetti lookups cached by an upload before the cache is emptied (memory stays bounded).
+/// Beneficiaries whose progetti an upload keeps at most before the cache is emptied (memory stays
+/// bounded).
 const PROGETTI_CACHE: usize = 50_000;
+
+/// Who a delivery is for, as progetti name beneficiaries: pseudonym, else codice fiscale.
+fn beneficiary(d: &Delivery) -> &str {
+    d.beneficiario_pseudonimo.as_deref().or(d.beneficiario_codice_fiscale.as_deref()).unwrap_or_default()
+}
+
+/// The month of a delivery's date, `YYYY-MM`.
+fn month_of(d: &Delivery) -> String {
+    let date = d.data.to_string();
+    date.get(..7).unwrap_or_default().to_string()
+}
 
 /// An upload's progress through its rows, kept across chunks.
 #[derive(Default)]
@@ -259,12 +318,15 @@ struct Tally {
     month: HashMap<MonthGroup, (u32, i64)>,
     /// The month groups by index.
     groups: Vec<MonthGroup>,
-    /// Keys seen in this upload, by [`key_hash`].
+    /// Keys of the chunk being checked, by [`key_hash`]; earlier rows of the upload are in the
+    /// store, or in [`Tally::committing`].
     seen: HashMap<u128, SeenRow>,
-    /// The answers of progetti lookups: by `(who, date)` or `(id, "")`.
-    progetti: HashMap<(String, String), Arc<[Arc<ProgettoRow>]>>,
-    /// Each progetto once, by id.
-    progetto_rows: HashMap<String, Arc<ProgettoRow>>,
+    /// Keys of the chunk being committed while this one is checked.
+    committing: HashMap<u128, SeenRow>,
+    /// Every progetto of a beneficiary (by [`beneficiary`]), whatever its period, latest first.
+    people: HashMap<String, Arc<[Arc<ProgettoRow>]>>,
+    /// Progetti named by id in the file (`None`: there is none).
+    by_id: HashMap<String, Option<Arc<ProgettoRow>>>,
 }
 
 impl Tally {
@@ -280,18 +342,74 @@ impl Tally {
         i
     }
 
+    /// Keeps the progetti found for beneficiaries `who` (each of them, with or without progetti).
+    fn add_people(&mut self, who: &[String], found: Vec<ProgettoRow>) {
+        if self.people.len() + who.len() > PROGETTI_CACHE {
+            self.people.clear();
+            self.by_id.clear();
+        }
+        let mut lists: HashMap<&str, Vec<Arc<ProgettoRow>>> =
+            who.iter().map(|w| (w.as_str(), Vec::new())).collect();
+        for p in found.into_iter().map(Arc::new) {
+            if let Some(list) = lists.get_mut(p.pseudonimo.as_str()) {
+                list.push(p.clone());
+            }
+            match p.codice_fiscale.as_deref() {
+                Some(cf) if cf != p.pseudonimo => {
+                    if let Some(list) = lists.get_mut(cf) {
+                        list.push(p.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (w, mut list) in lists {
+            list.sort_by(|a, b| b.dal.cmp(&a.dal).then_with(|| a.id_progetto.cmp(&b.id_progetto)));
+            self.people.insert(w.to_string(), list.into());
+        }
+    }
+
+    /// A row of this upload by key, when the store may not hold it yet.
+    fn seen(&self, hash: u128) -> Option<&SeenRow> {
+        self.seen.get(&hash).or_else(|| self.committing.get(&hash))
+    }
+
+    /// A new chunk is checked: the one before is being committed, the ones before that are in
+    /// the store. Memory stays at two chunks of keys, whatever the size of the file.
+    fn next_chunk(&mut self) {
+        self.committing = std::mem::take(&mut self.seen);
+    }
+
     fn minutes_mut(&mut self, i: u32) -> Option<&mut i64> {
         let g = self.groups.get(i as usize)?;
         self.month.get_mut(g).map(|(_, m)| m)
     }
 }
 
-/// A chunk of rows checked and priced, its deliveries not yet submitted.
+/// A chunk of rows checked and priced, its deliveries validated but not yet stored.
 struct Prepared {
+    /// Rows already settled (skipped, rejected, duplicate).
+    rows: Vec<RowReport>,
+    /// The deliveries' events, checked by the pipeline (`None`: there are none).
+    admission: Option<Admission>,
+    candidates: Vec<Candidate>,
+}
+
+/// A chunk of rows checked and priced, with the events of its deliveries.
+struct Chunk {
     /// Rows already settled (skipped, rejected, duplicate).
     rows: Vec<RowReport>,
     events: Vec<(Value, Vec<Projection>)>,
     candidates: Vec<Candidate>,
+}
+
+impl Chunk {
+    /// Validates, authorizes and routes the chunk's events (nothing is stored yet).
+    fn check(self, pipeline: &Pipeline, caller: &Caller, submission: &str) -> Prepared {
+        let Chunk { rows, events, candidates } = self;
+        let admission = (!events.is_empty()).then(|| pipeline.check_submission(caller, submission, events));
+        Prepared { rows, admission, candidates }
+    }
 }
 
 /// One delivery ready to submit, beside its event.
@@ -346,8 +464,9 @@ impl Coop {
     ///
     /// The file is read from `input` as it arrives (a CSV is never whole in memory; a JSON body
     /// is read whole, up to the upload limit the caller enforces), in chunks of rows that are
-    /// checked and committed one after the other. What grows with the file is only the report:
-    /// its rows are kept as JSON text, a few dozen bytes each.
+    /// checked and committed one after the other. The report's rows go to the store chunk by
+    /// chunk, so that memory does not grow with the file: the answer holds the report without its
+    /// rows, and [`report_stream`] sends it whole.
     #[allow(clippy::too_many_arguments)]
     pub async fn upload(
         &self,
@@ -419,47 +538,60 @@ impl Coop {
             summary: Summary::default(),
             rows: Vec::new(),
         };
-        let mut rows_json = Vec::new();
         let mut tally = Tally::default();
         // While a chunk is being committed (by the store's writer thread), the next one is
-        // checked: the two overlap.
+        // checked, and the report rows of the one before are written: the three overlap.
         let mut pending: Option<Prepared> = None;
+        let mut spill: Option<Vec<ReportRow>> = None;
         loop {
             let commit = async {
                 match pending.take() {
-                    Some(p) => Some(self.commit_chunk(pipeline, caller, &submission, p).await),
+                    Some(p) => Some(self.commit_chunk(pipeline, p).await),
                     None => None,
+                }
+            };
+            let save = async {
+                match spill.take() {
+                    Some(rows) => self.store.save_upload_rows(upload_id.clone(), rows).await,
+                    None => Ok(()),
                 }
             };
             let prepare = async {
                 match rx.recv().await {
                     Some(Ok(chunk)) => {
-                        Some(self.prepare_chunk(caller, tenant, &upload_id, chunk, &mut tally).await)
+                        let prepared =
+                            self.prepare_chunk(caller, tenant, &upload_id, chunk, &mut tally).await;
+                        // The pipeline's checks too: the store then has only to write.
+                        Some(prepared.map(|p| p.check(pipeline, caller, &submission)))
                     }
                     Some(Err(e)) => Some(Err(CoopError::Input(e))),
                     None => None,
                 }
             };
-            let (committed, prepared) = tokio::join!(commit, prepare);
+            let (committed, saved, prepared) = tokio::join!(commit, save, prepare);
+            saved?;
             if let Some(rows) = committed {
-                // The chunk's rows in file order, as JSON, and nothing else of them kept.
-                for r in rows? {
-                    count(&mut report.summary, &r);
-                    if !rows_json.is_empty() {
-                        rows_json.push(b',');
-                    }
-                    serde_json::to_writer(&mut rows_json, &r).map_err(|e| CoopError::Input(e.to_string()))?;
+                // The chunk's rows, as JSON, go to the store with the next chunk.
+                let rows = rows?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    count(&mut report.summary, r);
+                    let json = serde_json::to_string(r).map_err(|e| CoopError::Input(e.to_string()))?;
+                    out.push(ReportRow { row: r.row as i64, json });
                 }
+                spill = Some(out);
             }
             match prepared {
                 Some(p) => pending = Some(p?),
                 None => break,
             }
         }
+        if let Some(rows) = spill.take() {
+            self.store.save_upload_rows(upload_id.clone(), rows).await?;
+        }
         report.digest =
             reader.await.map_err(|e| CoopError::Input(format!("reading the file failed: {e}")))?;
-        let json = report_json(&report, &rows_json)?;
-        drop(rows_json);
+        let head = report_head(&report)?;
         self.store
             .save_upload(UploadRecord {
                 id: upload_id.clone(),
@@ -467,11 +599,11 @@ impl Coop {
                 client: caller.name.clone(),
                 mapping: mapping_name.to_string(),
                 created_at: now_ms(),
-                // As text: a tree of one map per row would take ~1 KB a row.
-                report: Value::String(json.clone()),
+                // As text, the rows apart (see `report_stream`).
+                report: Value::String(head.clone()),
             })
             .await?;
-        Ok(Uploaded { id: upload_id, summary: report.summary, json })
+        Ok(Uploaded { id: upload_id, summary: report.summary, report: head })
     }
 
     /// Checks a chunk's deliveries against their progetti and prices them.
@@ -482,7 +614,8 @@ impl Coop {
         upload_id: &str,
         chunk: Vec<RowResult>,
         tally: &mut Tally,
-    ) -> Result<Prepared, CoopError> {
+    ) -> Result<Chunk, CoopError> {
+        tally.next_chunk();
         let keys: Vec<Option<String>> = chunk
             .iter()
             .map(|r| match &r.outcome {
@@ -497,7 +630,8 @@ impl Coop {
             .into_iter()
             .map(|r| (r.key.clone(), r))
             .collect();
-        let mut out = Prepared { rows: Vec::new(), events: Vec::new(), candidates: Vec::new() };
+        self.prefetch(tenant, &chunk, &stored, tally).await?;
+        let mut out = Chunk { rows: Vec::new(), events: Vec::new(), candidates: Vec::new() };
         for (r, key) in chunk.into_iter().zip(keys) {
             let report = match (r.outcome, key) {
                 (RowOutcome::Skipped { reason }, _) => RowReport {
@@ -544,13 +678,11 @@ impl Coop {
     async fn commit_chunk(
         &self,
         pipeline: &Pipeline,
-        caller: &Caller,
-        submission: &str,
         prepared: Prepared,
     ) -> Result<Vec<RowReport>, CoopError> {
-        let Prepared { mut rows, events, candidates } = prepared;
-        if !events.is_empty() {
-            let results = pipeline.submit(caller, submission, events).await?;
+        let Prepared { mut rows, admission, candidates } = prepared;
+        if let Some(admission) = admission {
+            let results = pipeline.store_admission(admission).await?;
             for (c, result) in candidates.into_iter().zip(results) {
                 rows.push(match result {
                     EventResult::Accepted { id, duplicate } => RowReport {
@@ -612,24 +744,24 @@ impl Coop {
             }
         }
         // Same key, same content: nothing new, wherever the earlier copy came from.
-        if let Some(seen) = tally.seen.get(&hash) {
+        if let Some(seen) = tally.seen(hash) {
             if seen.digest == content_prefix {
                 return Ok(Evaluated::Duplicate(None, "same as an earlier row of this file"));
             }
         } else if let Some(prev) = stored.get(&key) {
             if prev.digest == content {
                 let id = (!prev.event_id.is_empty()).then(|| prev.event_id.clone());
-                return Ok(Evaluated::Duplicate(id, "already received with the same content"));
+                let why = if prev.upload_id.as_deref() == Some(upload_id) {
+                    "same as an earlier row of this file"
+                } else {
+                    "already received with the same content"
+                };
+                return Ok(Evaluated::Duplicate(id, why));
             }
         }
         let date = d.data.to_string();
-        let mese = date[..7].to_string();
-        let who = d
-            .beneficiario_pseudonimo
-            .clone()
-            .or_else(|| d.beneficiario_codice_fiscale.clone())
-            .unwrap_or_default();
-        let progetti = self.progetti(tenant, d, &who, &date, tally).await?;
+        let mese = month_of(d);
+        let progetti = self.progetti(tenant, d, &date, tally).await?;
         let Some(progetto) = pick(&progetti, d).cloned() else {
             let what = d
                 .id_progetto
@@ -695,32 +827,14 @@ impl Coop {
         }
         let minutes = i64::from(d.durata_minuti);
         let group = (progetto.id_progetto.clone(), d.tipo_servizio.clone(), mese.clone());
-        let (group_id, before) = match tally.group(&group) {
-            Some(g) => g,
-            None => {
-                let base = self
-                    .store
-                    .month_minutes(tenant.to_string(), group.0.clone(), group.1.clone(), group.2.clone())
-                    .await?;
-                (tally.add_group(group, base), base)
-            }
-        };
+        let (group_id, before) = self.month_group(tenant, group, tally).await?;
         // A correction replaces the earlier minutes instead of adding to them.
-        let replaced: Option<(i64, u32)> = match tally.seen.get(&hash) {
+        let replaced: Option<(i64, u32)> = match tally.seen(hash) {
             Some(seen) => Some((seen.minutes, seen.group)),
             None => match stored.get(&key) {
                 Some(p) => {
                     let g = (p.id_progetto.clone(), p.tipo_servizio.clone(), p.mese.clone());
-                    Some(match tally.group(&g) {
-                        Some((i, _)) => (p.minuti, i),
-                        None => {
-                            let base = self
-                                .store
-                                .month_minutes(tenant.to_string(), g.0.clone(), g.1.clone(), g.2.clone())
-                                .await?;
-                            (p.minuti, tally.add_group(g, base))
-                        }
-                    })
+                    Some((p.minuti, self.month_group(tenant, g, tally).await?.0))
                 }
                 None => None,
             },
@@ -841,43 +955,117 @@ impl Coop {
         Ok(Evaluated::Submit(event, Box::new(projection), Candidate { row, flags: violations, correction }))
     }
 
-    /// The beneficiary's active progetti on `date` (or the one the delivery names), cached.
+    /// Looks up what a chunk's rows need that the upload has not seen yet, with one query each:
+    /// the beneficiaries' progetti, and the minutes the store holds per month group (of the
+    /// progetto each row would count against, and of the stored rows a row may replace).
+    async fn prefetch(
+        &self,
+        tenant: &str,
+        chunk: &[RowResult],
+        stored: &HashMap<String, CoopDeliveryRow>,
+        tally: &mut Tally,
+    ) -> Result<(), CoopError> {
+        let deliveries = || {
+            chunk.iter().filter_map(|r| match &r.outcome {
+                RowOutcome::Delivery(d) => Some(d),
+                _ => None,
+            })
+        };
+        let mut people: Vec<String> = deliveries()
+            .filter(|d| d.id_progetto.is_none())
+            .map(beneficiary)
+            .filter(|w| !tally.people.contains_key(*w))
+            .map(str::to_string)
+            .collect();
+        people.sort_unstable();
+        people.dedup();
+        if !people.is_empty() {
+            let found = self.store.progetti_of(tenant.to_string(), people.clone()).await?;
+            tally.add_people(&people, found);
+        }
+        let mut groups: Vec<MonthGroup> = Vec::new();
+        for d in deliveries() {
+            let progetti = self.progetti(tenant, d, &d.data.to_string(), tally).await?;
+            if let Some(p) = pick(&progetti, d) {
+                let g = (p.id_progetto.clone(), d.tipo_servizio.clone(), month_of(d));
+                if tally.group(&g).is_none() {
+                    groups.push(g);
+                }
+            }
+        }
+        for p in stored.values() {
+            let g = (p.id_progetto.clone(), p.tipo_servizio.clone(), p.mese.clone());
+            if tally.group(&g).is_none() {
+                groups.push(g);
+            }
+        }
+        self.load_groups(tenant, groups, tally).await
+    }
+
+    /// Adds month groups the upload has not seen yet, with the minutes the store holds for them.
+    async fn load_groups(
+        &self,
+        tenant: &str,
+        mut groups: Vec<MonthGroup>,
+        tally: &mut Tally,
+    ) -> Result<(), CoopError> {
+        groups.sort_unstable();
+        groups.dedup();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let minutes: HashMap<MonthGroup, i64> =
+            self.store.month_minutes(tenant.to_string(), groups.clone()).await?.into_iter().collect();
+        for g in groups {
+            let m = minutes.get(&g).copied().unwrap_or(0);
+            tally.add_group(g, m);
+        }
+        Ok(())
+    }
+
+    /// A month group's index and minutes so far (looked up in the store the first time).
+    async fn month_group(
+        &self,
+        tenant: &str,
+        group: MonthGroup,
+        tally: &mut Tally,
+    ) -> Result<(u32, i64), CoopError> {
+        if let Some(g) = tally.group(&group) {
+            return Ok(g);
+        }
+        self.load_groups(tenant, vec![group.clone()], tally).await?;
+        tally.group(&group).ok_or_else(|| CoopError::Input("internal: month group not loaded".into()))
+    }
+
+    /// The progetti a delivery may count against: the one it names, or the beneficiary's active
+    /// ones on `date`, latest first.
     async fn progetti(
         &self,
         tenant: &str,
         d: &Delivery,
-        who: &str,
         date: &str,
         tally: &mut Tally,
-    ) -> Result<Arc<[Arc<ProgettoRow>]>, CoopError> {
-        let k = match &d.id_progetto {
-            Some(id) => (id.clone(), String::new()),
-            None => (who.to_string(), date.to_string()),
-        };
-        if let Some(p) = tally.progetti.get(&k) {
-            return Ok(p.clone());
+    ) -> Result<Vec<Arc<ProgettoRow>>, CoopError> {
+        if let Some(id) = &d.id_progetto {
+            if let Some(p) = tally.by_id.get(id) {
+                return Ok(p.iter().cloned().collect());
+            }
+            let p = self.store.progetto(tenant.to_string(), id.clone()).await?.map(Arc::new);
+            tally.by_id.insert(id.clone(), p.clone());
+            return Ok(p.into_iter().collect());
         }
-        let found: Vec<ProgettoRow> = match &d.id_progetto {
-            Some(id) => self.store.progetto(tenant.to_string(), id.clone()).await?.into_iter().collect(),
-            None => self.store.progetti_of(tenant.to_string(), who.to_string(), date.to_string()).await?,
-        };
-        if tally.progetti.len() >= PROGETTI_CACHE {
-            tally.progetti.clear();
-            tally.progetto_rows.clear();
+        let who = beneficiary(d);
+        if !tally.people.contains_key(who) {
+            let found = self.store.progetti_of(tenant.to_string(), vec![who.to_string()]).await?;
+            tally.add_people(&[who.to_string()], found);
         }
-        let rows: Arc<[Arc<ProgettoRow>]> = found
-            .into_iter()
-            .map(|p| match tally.progetto_rows.get(&p.id_progetto) {
-                Some(known) if known.event_id == p.event_id => known.clone(),
-                _ => {
-                    let p = Arc::new(p);
-                    tally.progetto_rows.insert(p.id_progetto.clone(), p.clone());
-                    p
-                }
+        Ok(tally
+            .people
+            .get(who)
+            .map(|all| {
+                all.iter().filter(|p| p.dal.as_str() <= date && date <= p.al.as_str()).cloned().collect()
             })
-            .collect();
-        tally.progetti.insert(k, rows.clone());
-        Ok(rows)
+            .unwrap_or_default())
     }
 
     /// The monthly close of a tenant: one `prestazione` event per progetto, service and month with
@@ -893,7 +1081,7 @@ impl Coop {
         let rows = self.store.coop_month(tenant.to_string(), mese.to_string(), None).await?;
         let (first, last) =
             month_bounds(mese).ok_or_else(|| CoopError::Input(format!("mese '{mese}' is not YYYY-MM")))?;
-        let mut groups: BTreeMap<MonthGroup, Vec<&CoopDeliveryRow>> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, String, String), Vec<&CoopDeliveryRow>> = BTreeMap::new();
         for r in &rows {
             groups
                 .entry((r.cooperativa.clone(), r.id_progetto.clone(), r.tipo_servizio.clone()))
@@ -978,7 +1166,7 @@ impl Coop {
     ) -> Result<Vec<Liquidazione>, CoopError> {
         month_bounds(mese).ok_or_else(|| CoopError::Input(format!("mese '{mese}' is not YYYY-MM")))?;
         let rows = self.store.coop_month(tenant.to_string(), mese.to_string(), cooperativa).await?;
-        let mut by_coop: BTreeMap<String, BTreeMap<MonthGroup, LineTotals>> = BTreeMap::new();
+        let mut by_coop: BTreeMap<String, BTreeMap<(String, String, String), LineTotals>> = BTreeMap::new();
         for r in &rows {
             let line = by_coop
                 .entry(r.cooperativa.clone())

@@ -101,6 +101,9 @@ pub struct ProgettoRow {
     pub event_id: String,
 }
 
+/// `(id_progetto, tipo_servizio, mese)`: the unit the authorized monthly hours apply to.
+pub type MonthGroup = (String, String, String);
+
 /// One accepted cooperative delivery.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CoopDeliveryRow {
@@ -303,8 +306,18 @@ pub struct UploadRecord {
     pub client: String,
     pub mapping: String,
     pub created_at: i64,
-    /// The report as JSON (summary and per-row outcomes).
+    /// The report as JSON (summary and per-row outcomes). Reports written since the rows are kept
+    /// apart ([`Projections::save_upload_rows`]) hold an empty `rows` array here.
     pub report: serde_json::Value,
+}
+
+/// One row of an upload's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    /// Record number in the file.
+    pub row: i64,
+    /// The row's report, a JSON object as text.
+    pub json: String,
 }
 
 /// Read models and adapter state kept beside the events.
@@ -314,21 +327,15 @@ pub trait Projections: Send + Sync + 'static {
         tenant: String,
         id_progetto: String,
     ) -> BoxFuture<'_, StoreResult<Option<ProgettoRow>>>;
-    /// Active progetti of a beneficiary (by pseudonym or codice fiscale) on a date.
-    fn progetti_of(
-        &self,
-        tenant: String,
-        who: String,
-        date: String,
-    ) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>>;
-    /// Minutes already accepted for a progetto, service and month.
+    /// Every progetto, whatever its period, of these beneficiaries (each named by pseudonym or
+    /// codice fiscale): one lookup for a chunk of rows.
+    fn progetti_of(&self, tenant: String, who: Vec<String>) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>>;
+    /// Minutes already accepted per month group, for these groups (a group with none is left out).
     fn month_minutes(
         &self,
         tenant: String,
-        id_progetto: String,
-        tipo_servizio: String,
-        mese: String,
-    ) -> BoxFuture<'_, StoreResult<i64>>;
+        groups: Vec<MonthGroup>,
+    ) -> BoxFuture<'_, StoreResult<Vec<(MonthGroup, i64)>>>;
     /// The deliveries stored under these keys.
     fn coop_deliveries(
         &self,
@@ -344,6 +351,16 @@ pub trait Projections: Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<Vec<CoopDeliveryRow>>>;
     fn save_upload(&self, upload: UploadRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn upload(&self, id: String) -> BoxFuture<'_, StoreResult<Option<UploadRecord>>>;
+    /// Adds rows to an upload's report as the upload goes (a report row already there is
+    /// replaced), so that a report never has to be whole in memory.
+    fn save_upload_rows(&self, upload_id: String, rows: Vec<ReportRow>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Up to `limit` rows of an upload's report after record `after`, in record order.
+    fn upload_rows(
+        &self,
+        upload_id: String,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<ReportRow>>>;
 }
 
 /// Per-destination delivery queue.

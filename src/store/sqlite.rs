@@ -6,12 +6,14 @@
 //! fsync, and the audit chain stays linear because only this thread appends to it. Reads use their
 //! own connections and never wait for the writer.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use csi_gateway_sdk::BoxFuture;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction};
 use tokio::sync::{oneshot, Notify};
 
 use super::*;
@@ -118,6 +120,12 @@ CREATE TABLE IF NOT EXISTS coop_uploads (
     created_at INTEGER NOT NULL,
     report     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS coop_upload_rows (
+    upload_id TEXT NOT NULL,
+    row       INTEGER NOT NULL,
+    report    TEXT NOT NULL,
+    PRIMARY KEY (upload_id, row)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_head (
     one  INTEGER PRIMARY KEY CHECK (one = 1),
     seq  INTEGER NOT NULL,
@@ -134,6 +142,7 @@ enum Op {
     Complete(Vec<Completion>, Reply<()>),
     Replay(DeadLetterFilter, String, Reply<Vec<DeadLetter>>),
     SaveUpload(Box<UploadRecord>, Reply<()>),
+    SaveUploadRows(String, Vec<ReportRow>, Reply<()>),
     Siuss(siuss::WriteOp, Reply<siuss::WriteAnswer>),
 }
 
@@ -144,6 +153,9 @@ pub struct SqliteStore {
     next_reader: std::sync::atomic::AtomicUsize,
     notify: Arc<Notify>,
 }
+
+/// Page cache of the writer connection, KiB.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 fn open(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
@@ -165,6 +177,9 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("cannot create data dir {}: {e}", data_dir.display())))?;
         let path = data_dir.join("gateway.db");
         let conn = open(&path)?;
+        // The writer's page cache (SQLite's default is 2 MiB): a big batch inserts into the
+        // indexes at many places, and pages evicted mid-batch are read back from the file.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(siuss::SCHEMA)?;
         // Embedded mode has one process per file: whatever was in flight died with the last one.
@@ -299,17 +314,19 @@ impl Op {
         // send error is right, the work is committed either way.
         match (self, result) {
             (Op::Accept(_, _, r), Ok(Answer::Accept(v))) => drop(r.send(Ok(v))),
-            (Op::Audit(_, r), Ok(_)) | (Op::Complete(_, r), Ok(_)) | (Op::SaveUpload(_, r), Ok(_)) => {
-                drop(r.send(Ok(())))
-            }
+            (Op::Audit(_, r), Ok(_))
+            | (Op::Complete(_, r), Ok(_))
+            | (Op::SaveUpload(_, r), Ok(_))
+            | (Op::SaveUploadRows(_, _, r), Ok(_)) => drop(r.send(Ok(()))),
             (Op::Claim(_, _, _, r), Ok(Answer::Claim(v))) => drop(r.send(Ok(v))),
             (Op::Replay(_, _, r), Ok(Answer::Replay(v))) => drop(r.send(Ok(v))),
             (Op::Siuss(_, r), Ok(Answer::Siuss(v))) => drop(r.send(Ok(v))),
             (op, Ok(_)) => op.answer(Err(StoreError("internal: mismatched answer".into()))),
             (Op::Accept(_, _, r), Err(e)) => drop(r.send(Err(e))),
-            (Op::Audit(_, r), Err(e)) | (Op::Complete(_, r), Err(e)) | (Op::SaveUpload(_, r), Err(e)) => {
-                drop(r.send(Err(e)))
-            }
+            (Op::Audit(_, r), Err(e))
+            | (Op::Complete(_, r), Err(e))
+            | (Op::SaveUpload(_, r), Err(e))
+            | (Op::SaveUploadRows(_, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Claim(_, _, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Replay(_, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Siuss(_, r), Err(e)) => drop(r.send(Err(e))),
@@ -345,13 +362,12 @@ fn apply(tx: &Transaction<'_>, head: &mut (i64, String), op: &mut Op) -> StoreRe
     let now = now_ms();
     match op {
         Op::Accept(events, entries, _) => {
+            let mut chain = Chain::new(head, now);
             for e in entries.iter() {
-                append(tx, head, e, now)?;
+                chain.push(Cow::Borrowed(e));
             }
-            let mut out = Vec::with_capacity(events.len());
-            for ev in events.iter() {
-                out.push(accept_one(tx, head, ev, now)?);
-            }
+            let out = accept(tx, &mut chain, events, now)?;
+            chain.insert(tx)?;
             Ok(Answer::Accept(out))
         }
         Op::Audit(entries, _) => {
@@ -413,6 +429,15 @@ fn apply(tx: &Transaction<'_>, head: &mut (i64, String), op: &mut Op) -> StoreRe
             ])?;
             Ok(Answer::Unit)
         }
+        Op::SaveUploadRows(id, rows, _) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO coop_upload_rows (upload_id, row, report) VALUES (?1, ?2, ?3)",
+            )?;
+            for r in rows.iter() {
+                stmt.execute(params![&*id, r.row, r.json])?;
+            }
+            Ok(Answer::Unit)
+        }
         Op::Complete(done, _) => {
             for c in done.iter() {
                 complete_one(tx, head, c, now)?;
@@ -440,60 +465,255 @@ fn apply(tx: &Transaction<'_>, head: &mut (i64, String), op: &mut Op) -> StoreRe
     }
 }
 
-fn accept_one(
-    tx: &Transaction<'_>,
-    head: &mut (i64, String),
-    ev: &NewEvent,
-    now: i64,
-) -> StoreResult<Acceptance> {
-    if let Some(key) = &ev.idempotency_key {
-        let mut find =
-            tx.prepare_cached("SELECT event_id FROM idempotency WHERE source = ?1 AND key = ?2")?;
-        let original: Option<String> = find.query_row(params![ev.source, key], |r| r.get(0)).optional()?;
-        if let Some(original) = original {
-            append(tx, head, &ev.duplicate_entry(&original), now)?;
-            return Ok(Acceptance::Duplicate(original));
-        }
-        tx.prepare_cached("INSERT INTO idempotency (source, key, event_id) VALUES (?1, ?2, ?3)")?
-            .execute(params![ev.source, key, ev.id])?;
-    }
-    tx.prepare_cached(
-        "INSERT INTO events (id, source, type, tenant, subject, idempotency_key, correlation_id, received_at, digest, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        ev.id,
-        ev.source,
-        ev.event_type,
-        ev.tenant,
-        ev.subject,
-        ev.idempotency_key,
-        ev.correlation_id,
-        now,
-        ev.digest,
-        ev.body
-    ])?;
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)
-         VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3)",
-    )?;
-    for d in &ev.destinations {
-        ins.execute(params![ev.id, d, now])?;
-    }
-    for p in &ev.projections {
-        project(tx, head, ev, p, now)?;
-    }
-    append(tx, head, &ev.accepted_entry(), now)?;
-    Ok(Acceptance::New(ev.id.clone()))
+/// Audit records appended by one request, inserted together once it is decided.
+struct Chain<'h, 'a> {
+    head: &'h mut (i64, String),
+    ts: i64,
+    /// `(seq, prev_hash, hash, entry)`.
+    records: Vec<(i64, String, String, Cow<'a, Entry>)>,
 }
 
-fn project(
+impl<'h, 'a> Chain<'h, 'a> {
+    fn new(head: &'h mut (i64, String), ts: i64) -> Self {
+        Self { head, ts, records: Vec::new() }
+    }
+
+    /// Links a record to the chain (same hashing as [`append`]).
+    fn push(&mut self, e: Cow<'a, Entry>) {
+        let seq = self.head.0 + 1;
+        let hash = audit::hash_of(&self.head.1, seq, self.ts, &e);
+        let prev = std::mem::replace(&mut self.head.1, hash.clone());
+        self.head.0 = seq;
+        self.records.push((seq, prev, hash, e));
+    }
+
+    fn insert(self, tx: &Transaction<'_>) -> StoreResult<()> {
+        let actions: Vec<&str> = self.records.iter().map(|r| r.3.action.as_str()).collect();
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(self.records.len() * 11);
+        for ((seq, prev, hash, e), action) in self.records.iter().zip(&actions) {
+            values.extend([
+                seq as &dyn ToSql,
+                &self.ts,
+                action,
+                &e.actor,
+                &e.tenant,
+                &e.event_id,
+                &e.destination,
+                &e.digest,
+                &e.detail,
+                prev,
+                hash,
+            ]);
+        }
+        insert_rows(
+            tx,
+            "INSERT INTO audit (seq, ts, action, actor, tenant, event_id, destination, digest, detail, prev_hash, hash)",
+            11,
+            &values,
+        )
+    }
+}
+
+/// Rows per multi-row `INSERT`.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Inserts rows of `columns` values each (`values` holds them one row after the other) with
+/// `insert` (`INSERT INTO t (...)`): [`ROWS_PER_INSERT`] rows per statement, the rest one by one.
+fn insert_rows(tx: &Transaction<'_>, insert: &str, columns: usize, values: &[&dyn ToSql]) -> StoreResult<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    let mut chunks = values.chunks_exact(columns * ROWS_PER_INSERT);
+    if values.len() >= columns * ROWS_PER_INSERT {
+        let sql = format!("{insert} VALUES {}", vec![row.as_str(); ROWS_PER_INSERT].join(", "));
+        let mut stmt = tx.prepare_cached(&sql)?;
+        for c in &mut chunks {
+            stmt.execute(c)?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut stmt = tx.prepare_cached(&format!("{insert} VALUES {row}"))?;
+        for c in rest.chunks_exact(columns) {
+            stmt.execute(c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a request's events durable, set-based: the idempotency keys already held and the
+/// cooperative deliveries already stored are looked up with one query each, then every table
+/// gets multi-row inserts. Decisions and audit records follow the order of the events, as if
+/// they were accepted one by one: the first event of a key in the request claims it.
+fn accept<'a>(
     tx: &Transaction<'_>,
-    head: &mut (i64, String),
-    ev: &NewEvent,
-    p: &Projection,
+    chain: &mut Chain<'_, 'a>,
+    events: &'a [NewEvent],
     now: i64,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<Acceptance>> {
+    // Keys held before this request, by position among the keyed events.
+    let keyed: Vec<(&str, &str)> =
+        events.iter().filter_map(|e| e.idempotency_key.as_deref().map(|k| (e.source.as_str(), k))).collect();
+    let mut held: HashMap<usize, String> = HashMap::new();
+    if !keyed.is_empty() {
+        let pairs = serde_json::to_string(&keyed).unwrap_or_default();
+        let mut stmt = tx.prepare_cached(
+            "SELECT j.key, i.event_id FROM json_each(?1) AS j CROSS JOIN idempotency AS i
+             WHERE i.source = j.value ->> 0 AND i.key = j.value ->> 1",
+        )?;
+        let rows = stmt.query_map([pairs], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (i, id) = row?;
+            held.insert(i, id);
+        }
+    }
+    // Cooperative deliveries stored under the keys this request writes: a new one replaces them.
+    let coop: Vec<(&str, &str)> = events
+        .iter()
+        .flat_map(|e| &e.projections)
+        .filter_map(|p| match p {
+            Projection::CoopDelivery(r) => Some((r.tenant.as_str(), r.key.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut stored: HashMap<(&str, &str), String> = HashMap::new();
+    if !coop.is_empty() {
+        let pairs = serde_json::to_string(&coop).unwrap_or_default();
+        let mut stmt = tx.prepare_cached(
+            "SELECT j.key, d.event_id FROM json_each(?1) AS j CROSS JOIN coop_deliveries AS d
+             WHERE d.tenant = j.value ->> 0 AND d.key = j.value ->> 1",
+        )?;
+        let rows = stmt.query_map([pairs], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (i, id) = row?;
+            if let Some(k) = coop.get(i) {
+                stored.insert(*k, id);
+            }
+        }
+    }
+
+    let mut out = Vec::with_capacity(events.len());
+    let mut claimed: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut new: Vec<&NewEvent> = Vec::with_capacity(events.len());
+    let mut nth_key = 0;
+    for ev in events {
+        if let Some(key) = ev.idempotency_key.as_deref() {
+            let i = nth_key;
+            nth_key += 1;
+            let original = match claimed.get(&(ev.source.as_str(), key)) {
+                Some(id) => Some((*id).to_string()),
+                None => held.get(&i).cloned(),
+            };
+            if let Some(original) = original {
+                chain.push(Cow::Owned(ev.duplicate_entry(&original)));
+                out.push(Acceptance::Duplicate(original));
+                continue;
+            }
+            claimed.insert((ev.source.as_str(), key), ev.id.as_str());
+        }
+        for p in &ev.projections {
+            if let Projection::CoopDelivery(r) = p {
+                let key = (r.tenant.as_str(), r.key.as_str());
+                if let Some(old) = stored.insert(key, ev.id.clone()) {
+                    chain.push(Cow::Owned(
+                        Entry::new(Action::Corrected, ev.actor.as_str())
+                            .tenant(&r.tenant)
+                            .event(&ev.id)
+                            .digest(&r.digest)
+                            .detail(format!("delivery {} corrected: replaces event {old}", r.key)),
+                    ));
+                }
+            }
+        }
+        chain.push(Cow::Owned(ev.accepted_entry()));
+        out.push(Acceptance::New(ev.id.clone()));
+        new.push(ev);
+    }
+
+    let mut values: Vec<&dyn ToSql> = Vec::new();
+    for ev in &new {
+        if let Some(key) = &ev.idempotency_key {
+            values.extend([&ev.source as &dyn ToSql, key, &ev.id]);
+        }
+    }
+    insert_rows(tx, "INSERT INTO idempotency (source, key, event_id)", 3, &values)?;
+    values.clear();
+    for ev in &new {
+        values.extend([
+            &ev.id as &dyn ToSql,
+            &ev.source,
+            &ev.event_type,
+            &ev.tenant,
+            &ev.subject,
+            &ev.idempotency_key,
+            &ev.correlation_id,
+            &now,
+            &ev.digest,
+            &ev.body,
+        ]);
+    }
+    insert_rows(
+        tx,
+        "INSERT INTO events (id, source, type, tenant, subject, idempotency_key, correlation_id, received_at, digest, body)",
+        10,
+        &values,
+    )?;
+    values.clear();
+    for ev in &new {
+        for d in &ev.destinations {
+            values.extend([&ev.id as &dyn ToSql, d, &"pending", &0, &now, &now, &now]);
+        }
+    }
+    insert_rows(
+        tx,
+        "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)",
+        7,
+        &values,
+    )?;
+    values.clear();
+    for ev in &new {
+        for p in &ev.projections {
+            match p {
+                Projection::CoopDelivery(r) => values.extend([
+                    &r.tenant as &dyn ToSql,
+                    &r.key,
+                    &r.cooperativa,
+                    &r.id_progetto,
+                    &r.pseudonimo,
+                    &r.tipo_servizio,
+                    &r.codice_prestazione,
+                    &r.denominazione,
+                    &r.area_utenza,
+                    &r.data,
+                    &r.mese,
+                    &r.minuti,
+                    &r.importo_cents,
+                    &r.quota_utente_cents,
+                    &r.flag,
+                    // The row names the event it came with.
+                    &ev.id,
+                    &r.upload_id,
+                    &r.digest,
+                ]),
+                other => project(tx, other, now)?,
+            }
+        }
+    }
+    // In request order: of two rows with one key, the later one stays.
+    insert_rows(
+        tx,
+        "INSERT OR REPLACE INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
+            tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
+            importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)",
+        18,
+        &values,
+    )?;
+    Ok(out)
+}
+
+/// A read model of a new event (cooperative deliveries are written by [`accept`]).
+fn project(tx: &Transaction<'_>, p: &Projection, now: i64) -> StoreResult<()> {
     match p {
         Projection::Progetto(r) => {
             tx.prepare_cached(
@@ -516,46 +736,8 @@ fn project(
         }
         Projection::Persona(r) => siuss::project_persona(tx, r, now)?,
         Projection::ValutazioneSina(r) => siuss::project_valutazione(tx, r)?,
-        Projection::CoopDelivery(r) => {
-            let previous: Option<String> = tx
-                .prepare_cached("SELECT event_id FROM coop_deliveries WHERE tenant = ?1 AND key = ?2")?
-                .query_row(params![r.tenant, r.key], |row| row.get(0))
-                .optional()?;
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
-                    tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
-                    importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            )?
-            .execute(params![
-                r.tenant,
-                r.key,
-                r.cooperativa,
-                r.id_progetto,
-                r.pseudonimo,
-                r.tipo_servizio,
-                r.codice_prestazione,
-                r.denominazione,
-                r.area_utenza,
-                r.data,
-                r.mese,
-                r.minuti,
-                r.importo_cents,
-                r.quota_utente_cents,
-                r.flag,
-                r.event_id,
-                r.upload_id,
-                r.digest
-            ])?;
-            if let Some(old) = previous {
-                let e = Entry::new(Action::Corrected, ev.actor.as_str())
-                    .tenant(&r.tenant)
-                    .event(&r.event_id)
-                    .digest(&r.digest)
-                    .detail(format!("delivery {} corrected: replaces event {old}", r.key));
-                append(tx, head, &e, now)?;
-            }
-        }
+        // Written set-based by `accept`.
+        Projection::CoopDelivery(_) => {}
     }
     Ok(())
 }
@@ -888,24 +1070,19 @@ impl Projections for SqliteStore {
         })
     }
 
-    fn progetti_of(
-        &self,
-        tenant: String,
-        who: String,
-        date: String,
-    ) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
+    fn progetti_of(&self, tenant: String, who: Vec<String>) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
         self.read(move |conn| {
+            let who = serde_json::to_string(&who).unwrap_or_default();
             // Two indexed lookups: an `OR` of the two columns would scan the tenant's progetti.
             let sql = format!(
                 "SELECT {PROGETTO_COLUMNS} FROM progetti
-                 WHERE tenant = ?1 AND pseudonimo = ?2 AND dal <= ?3 AND al >= ?3
+                 WHERE tenant = ?1 AND pseudonimo IN (SELECT value FROM json_each(?2))
                  UNION
                  SELECT {PROGETTO_COLUMNS} FROM progetti
-                 WHERE tenant = ?1 AND codice_fiscale = ?2 AND dal <= ?3 AND al >= ?3
-                 ORDER BY dal DESC"
+                 WHERE tenant = ?1 AND codice_fiscale IN (SELECT value FROM json_each(?2))"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![tenant, who, date], progetto_from_row)?;
+            let rows = stmt.query_map(params![tenant, who], progetto_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -913,17 +1090,21 @@ impl Projections for SqliteStore {
     fn month_minutes(
         &self,
         tenant: String,
-        id_progetto: String,
-        tipo_servizio: String,
-        mese: String,
-    ) -> BoxFuture<'_, StoreResult<i64>> {
+        groups: Vec<MonthGroup>,
+    ) -> BoxFuture<'_, StoreResult<Vec<(MonthGroup, i64)>>> {
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(minuti), 0) FROM coop_deliveries
-                     WHERE tenant = ?1 AND mese = ?2 AND id_progetto = ?3 AND tipo_servizio = ?4",
-                )?
-                .query_row(params![tenant, mese, id_progetto, tipo_servizio], |r| r.get(0))?)
+            let groups = serde_json::to_string(&groups).unwrap_or_default();
+            // Each group once, then the `coop_month` index per group (CROSS JOIN keeps that order).
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.id_progetto, d.tipo_servizio, d.mese, SUM(d.minuti)
+                 FROM (SELECT DISTINCT value AS g FROM json_each(?2)) CROSS JOIN coop_deliveries AS d
+                 WHERE d.tenant = ?1 AND d.mese = g ->> 2 AND d.id_progetto = g ->> 0
+                   AND d.tipo_servizio = g ->> 1
+                 GROUP BY d.id_progetto, d.tipo_servizio, d.mese",
+            )?;
+            let rows = stmt
+                .query_map(params![tenant, groups], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
@@ -985,6 +1166,28 @@ impl Projections for SqliteStore {
                     })
                 })
                 .optional()?)
+        })
+    }
+
+    fn save_upload_rows(&self, upload_id: String, rows: Vec<ReportRow>) -> BoxFuture<'_, StoreResult<()>> {
+        self.submit(|r| Op::SaveUploadRows(upload_id, rows, r))
+    }
+
+    fn upload_rows(
+        &self,
+        upload_id: String,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<ReportRow>>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT row, report FROM coop_upload_rows WHERE upload_id = ?1 AND row > ?2
+                 ORDER BY row LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![upload_id, after, limit as i64], |r| {
+                Ok(ReportRow { row: r.get(0)?, json: r.get(1)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 }

@@ -162,6 +162,11 @@ const TABLES: &[Table] = &[
         select: "SELECT id, tenant, client, mapping, created_at, report FROM coop_uploads",
     },
     Table {
+        name: "coop_upload_rows",
+        columns: &[("upload_id", Text), ("row", Int), ("report", Text)],
+        select: "SELECT upload_id, row, report FROM coop_upload_rows",
+    },
+    Table {
         name: "persone",
         columns: &[
             ("tenant", Text),

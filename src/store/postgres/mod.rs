@@ -412,25 +412,16 @@ impl Projections for PgStore {
         Box::pin(async move { read::progetto(&self.client().await?, &tenant, &id_progetto).await })
     }
 
-    fn progetti_of(
-        &self,
-        tenant: String,
-        who: String,
-        date: String,
-    ) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
-        Box::pin(async move { read::progetti_of(&self.client().await?, &tenant, &who, &date).await })
+    fn progetti_of(&self, tenant: String, who: Vec<String>) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>> {
+        Box::pin(async move { read::progetti_of(&self.client().await?, &tenant, &who).await })
     }
 
     fn month_minutes(
         &self,
         tenant: String,
-        id_progetto: String,
-        tipo_servizio: String,
-        mese: String,
-    ) -> BoxFuture<'_, StoreResult<i64>> {
-        Box::pin(async move {
-            read::month_minutes(&self.client().await?, &tenant, &id_progetto, &tipo_servizio, &mese).await
-        })
+        groups: Vec<MonthGroup>,
+    ) -> BoxFuture<'_, StoreResult<Vec<(MonthGroup, i64)>>> {
+        Box::pin(async move { read::month_minutes(&self.client().await?, &tenant, &groups).await })
     }
 
     fn coop_deliveries(
@@ -458,6 +449,19 @@ impl Projections for PgStore {
 
     fn upload(&self, id: String) -> BoxFuture<'_, StoreResult<Option<UploadRecord>>> {
         Box::pin(async move { read::upload(&self.client().await?, &id).await })
+    }
+
+    fn save_upload_rows(&self, upload_id: String, rows: Vec<ReportRow>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move { write::save_upload_rows(&self.client().await?, &upload_id, &rows).await })
+    }
+
+    fn upload_rows(
+        &self,
+        upload_id: String,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<ReportRow>>> {
+        Box::pin(async move { read::upload_rows(&self.client().await?, &upload_id, after, limit).await })
     }
 }
 

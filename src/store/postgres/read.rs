@@ -270,35 +270,35 @@ pub(super) async fn progetto<C: GenericClient>(
 pub(super) async fn progetti_of<C: GenericClient>(
     c: &C,
     tenant: &str,
-    who: &str,
-    date: &str,
+    who: &[String],
 ) -> StoreResult<Vec<ProgettoRow>> {
     let sql = format!(
-        "SELECT {PROGETTO_COLUMNS} FROM progetti
-         WHERE tenant = $1 AND (pseudonimo = $2 OR codice_fiscale = $2) AND dal <= $3 AND al >= $3
-         ORDER BY dal DESC"
+        "SELECT {PROGETTO_COLUMNS} FROM progetti WHERE tenant = $1 AND pseudonimo = ANY($2)
+         UNION
+         SELECT {PROGETTO_COLUMNS} FROM progetti WHERE tenant = $1 AND codice_fiscale = ANY($2)"
     );
-    query(c, &sql, &[&tenant, &who, &date]).await?.iter().map(progetto_from_row).collect()
+    query(c, &sql, &[&tenant, &who]).await?.iter().map(progetto_from_row).collect()
 }
 
 pub(super) async fn month_minutes<C: GenericClient>(
     c: &C,
     tenant: &str,
-    id_progetto: &str,
-    tipo_servizio: &str,
-    mese: &str,
-) -> StoreResult<i64> {
-    let row = query_opt(
+    groups: &[MonthGroup],
+) -> StoreResult<Vec<(MonthGroup, i64)>> {
+    let progetti: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
+    let servizi: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
+    let mesi: Vec<&str> = groups.iter().map(|g| g.2.as_str()).collect();
+    let rows = query(
         c,
-        "SELECT COALESCE(SUM(minuti), 0)::bigint FROM coop_deliveries
-         WHERE tenant = $1 AND mese = $2 AND id_progetto = $3 AND tipo_servizio = $4",
-        &[&tenant, &mese, &id_progetto, &tipo_servizio],
+        "SELECT d.id_progetto, d.tipo_servizio, d.mese, SUM(d.minuti)::bigint
+         FROM (SELECT DISTINCT p, s, m FROM UNNEST($2::text[], $3::text[], $4::text[]) AS x (p, s, m)) g
+         JOIN coop_deliveries d
+           ON d.tenant = $1 AND d.mese = g.m AND d.id_progetto = g.p AND d.tipo_servizio = g.s
+         GROUP BY d.id_progetto, d.tipo_servizio, d.mese",
+        &[&tenant, &progetti, &servizi, &mesi],
     )
     .await?;
-    Ok(match row {
-        Some(r) => r.try_get(0)?,
-        None => 0,
-    })
+    rows.iter().map(|r| Ok(((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?), r.try_get(3)?))).collect()
 }
 
 pub(super) async fn coop_deliveries<C: GenericClient>(
@@ -341,6 +341,21 @@ pub(super) async fn upload<C: GenericClient>(c: &C, id: &str) -> StoreResult<Opt
         created_at: r.try_get(4)?,
         report: serde_json::from_str(&report).unwrap_or_default(),
     }))
+}
+
+pub(super) async fn upload_rows<C: GenericClient>(
+    c: &C,
+    upload_id: &str,
+    after: i64,
+    limit: usize,
+) -> StoreResult<Vec<ReportRow>> {
+    let rows = query(
+        c,
+        "SELECT row, report FROM coop_upload_rows WHERE upload_id = $1 AND row > $2 ORDER BY row LIMIT $3",
+        &[&upload_id, &after, &(limit as i64)],
+    )
+    .await?;
+    rows.iter().map(|r| Ok(ReportRow { row: r.try_get(0)?, json: r.try_get(1)? })).collect()
 }
 
 pub(super) async fn depth<C: GenericClient>(c: &C) -> StoreResult<Vec<(String, i64)>> {

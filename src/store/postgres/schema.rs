@@ -13,7 +13,10 @@ use crate::store::now_ms;
 pub(super) const MIGRATION_LOCK: i64 = 0x6373_6967_7731; // "csigw1"
 
 /// `(version, description, SQL)`, in order. Never edit a released migration: add one.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "events, deliveries, audit chain, read models", V1)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "events, deliveries, audit chain, read models", V1),
+    (2, "cooperative upload reports row by row", V2),
+];
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -140,6 +143,17 @@ CREATE TABLE valutazioni_sina (
     data_valutazione text COLLATE "C" NOT NULL,
     event_id         text NOT NULL,
     PRIMARY KEY (tenant, pseudonimo)
+);
+"#;
+
+/// The rows of an upload's report, written as the upload goes (`coop_uploads.report` of these
+/// uploads holds the summary and an empty `rows` array).
+const V2: &str = r#"
+CREATE TABLE coop_upload_rows (
+    upload_id text NOT NULL,
+    row       bigint NOT NULL,
+    report    text NOT NULL,
+    PRIMARY KEY (upload_id, row)
 );
 "#;
 

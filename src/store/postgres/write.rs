@@ -364,7 +364,8 @@ async fn project(
                     &r.importo_cents,
                     &r.quota_utente_cents,
                     &r.flag,
-                    &r.event_id,
+                    // The row names the event it came with.
+                    &ev.id,
                     &r.upload_id,
                     &r.digest,
                 ],
@@ -374,7 +375,7 @@ async fn project(
                 let old: String = row.try_get(0)?;
                 let e = Entry::new(Action::Corrected, ev.actor.as_str())
                     .tenant(&r.tenant)
-                    .event(&r.event_id)
+                    .event(&ev.id)
                     .digest(&r.digest)
                     .detail(format!("delivery {} corrected: replaces event {old}", r.key));
                 chain.append(&e, now);
@@ -589,6 +590,28 @@ pub(super) async fn settle_published<C: GenericClient>(
         "UPDATE deliveries SET published = $2, lease_until = NULL
          WHERE id = ANY($1) AND NOT published",
         &[&ids, &published],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds (or replaces) rows of an upload's report, with one statement.
+pub(super) async fn save_upload_rows<C: GenericClient>(
+    c: &C,
+    upload_id: &str,
+    rows: &[ReportRow],
+) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let numbers: Vec<i64> = rows.iter().map(|r| r.row).collect();
+    let reports: Vec<&str> = rows.iter().map(|r| r.json.as_str()).collect();
+    execute(
+        c,
+        "INSERT INTO coop_upload_rows (upload_id, row, report)
+         SELECT $1, r, j FROM UNNEST($2::bigint[], $3::text[]) AS x (r, j)
+         ON CONFLICT (upload_id, row) DO UPDATE SET report = excluded.report",
+        &[&upload_id, &numbers, &reports],
     )
     .await?;
     Ok(())
