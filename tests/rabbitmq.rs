@@ -321,3 +321,29 @@ async fn a_consumer_cancelled_by_the_broker_consumes_again() {
     let got: HashSet<String> = rx.delivered().keys().cloned().collect();
     assert_eq!(got, first.into_iter().chain(second).collect());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_attempts_keep_dying_is_parked_with_the_reason() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    // The receiver answers after 1.5 s: the attempt is in flight when the instance dies.
+    let rx = Receiver::start(Mode::Slow(1_500)).await;
+    let config = format!("{}{}delivery_limit = 2\n", db.store_config(), rabbit.queue_config(&amqp_url()));
+    let mut gw = Gateway::start_with(&rx.url, "", &config).await;
+    let (sent, _) = send_until_accepted(&gw, &[prestazione(1, "F205")]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.kill9_and_restart().await;
+    // Given again after the crash, the message is at the limit: parked, and the store says why.
+    let v = gw.wait_status(&sent[0], "dead_lettered", WAIT).await;
+    let error = v["deliveries"][0]["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("poison message"), "{v}");
+    let parked = drain(&rabbit.topology().parked_queue()).await;
+    assert_eq!(parked.len(), 1);
+    let (task, last) = csi_gateway::broker::consume::parked_task(&parked[0].delivery).expect("a delivery");
+    assert_eq!(task.event_id, sent[0]);
+    assert!(last.unwrap_or_default().contains("poison message"));
+    // Replayed once the cause is gone: delivered.
+    rx.set_mode(Mode::Ok);
+    let (status, _) = gw.post_json(KEY_A, "/v1/dead-letters/replay", serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    gw.wait_status(&sent[0], "delivered", WAIT).await;
+}

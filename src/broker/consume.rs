@@ -139,7 +139,25 @@ async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), Broke
             return settle(ch, &delivery, &[again]).await;
         }
     }
-    let completion = deliver::attempt(&ctx.dest, task, &ctx.metrics).await;
+    // A message the broker gives again and again without an outcome (instances that crashed or
+    // lost the broker during its attempt) is parked before the broker's own x-delivery-limit
+    // would park it unrecorded: the store says why.
+    let redelivered = message::int(
+        delivery.properties.headers().as_ref().unwrap_or(&FieldTable::default()),
+        "x-delivery-count",
+    )
+    .unwrap_or(0);
+    let limit = i64::from(topology.delivery_limit);
+    let completion = if redelivered >= limit.saturating_sub(1) {
+        let error = format!(
+            "poison message: given {redelivered} times without an outcome (an instance crashed or lost \
+             the broker during each attempt); parked before queue.delivery_limit = {limit}"
+        );
+        tracing::error!(destination = %ctx.dest.config.name, event_id = %task.event_id, %error, "dead letter");
+        Completion { task, started_at: now_ms(), outcome: Outcome::Dead { error } }
+    } else {
+        deliver::attempt(&ctx.dest, task, &ctx.metrics).await
+    };
     deliver::record(&*ctx.queue, completion.clone()).await;
     let next = next_message(topology, &delivery, &completion);
     settle(ch, &delivery, &next).await
