@@ -128,10 +128,7 @@ async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), Broke
         }
     };
     // A retry that came back from its tier early waits again for what is left.
-    if let Some(not_before) = message::int(
-        delivery.properties.headers().as_ref().unwrap_or(&FieldTable::default()),
-        message::NOT_BEFORE,
-    ) {
+    if let Some(not_before) = header_int(&delivery, message::NOT_BEFORE) {
         let left = not_before - now_ms();
         if let Some((tier, _)) = Topology::tier_for(left) {
             let again = Message::of_delivery(&delivery, &topology.retry_exchange())
@@ -142,11 +139,7 @@ async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), Broke
     // A message the broker gives again and again without an outcome (instances that crashed or
     // lost the broker during its attempt) is parked before the broker's own x-delivery-limit
     // would park it unrecorded: the store says why.
-    let redelivered = message::int(
-        delivery.properties.headers().as_ref().unwrap_or(&FieldTable::default()),
-        "x-delivery-count",
-    )
-    .unwrap_or(0);
+    let redelivered = header_int(&delivery, "x-delivery-count").unwrap_or(0);
     let limit = i64::from(topology.delivery_limit);
     let completion = if redelivered >= limit.saturating_sub(1) {
         let error = format!(
@@ -161,6 +154,11 @@ async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), Broke
     deliver::record(&*ctx.queue, completion.clone()).await;
     let next = next_message(topology, &delivery, &completion);
     settle(ch, &delivery, &next).await
+}
+
+/// An integer header of a received message.
+fn header_int(delivery: &Delivery, key: &str) -> Option<i64> {
+    delivery.properties.headers().as_ref().and_then(|h| message::int(h, key))
 }
 
 /// What must be safe on the broker before the message is acknowledged.
