@@ -82,7 +82,11 @@ pub async fn upload(
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large(max));
+        // Refused unread: the connection cannot carry another request after it, and the client
+        // must be told so, or it would send its next request on a connection about to close.
+        let mut refused = too_large(max).into_response();
+        refused.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return Ok(refused);
     }
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let kind = match ctype.split(';').next().unwrap_or("").trim() {
