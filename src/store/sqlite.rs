@@ -542,6 +542,19 @@ fn insert_rows(tx: &Transaction<'_>, insert: &str, columns: usize, values: &[&dy
     Ok(())
 }
 
+/// Runs `sql` over `pairs` (passed as a JSON array of two-element arrays, `?1`), whose rows are the
+/// position of a pair and an event id.
+fn event_ids_by_pair(
+    tx: &Transaction<'_>,
+    sql: &str,
+    pairs: &[(&str, &str)],
+) -> StoreResult<Vec<(usize, String)>> {
+    let json = serde_json::to_string(pairs).unwrap_or_default();
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt.query_map([json], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, String>(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Makes a request's events durable, set-based: the idempotency keys already held and the
 /// cooperative deliveries already stored are looked up with one query each, then every table
 /// gets multi-row inserts. Decisions and audit records follow the order of the events, as if
@@ -557,16 +570,9 @@ fn accept<'a>(
         events.iter().filter_map(|e| e.idempotency_key.as_deref().map(|k| (e.source.as_str(), k))).collect();
     let mut held: HashMap<usize, String> = HashMap::new();
     if !keyed.is_empty() {
-        let pairs = serde_json::to_string(&keyed).unwrap_or_default();
-        let mut stmt = tx.prepare_cached(
-            "SELECT j.key, i.event_id FROM json_each(?1) AS j CROSS JOIN idempotency AS i
-             WHERE i.source = j.value ->> 0 AND i.key = j.value ->> 1",
-        )?;
-        let rows = stmt.query_map([pairs], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (i, id) = row?;
-            held.insert(i, id);
-        }
+        let sql = "SELECT j.key, i.event_id FROM json_each(?1) AS j CROSS JOIN idempotency AS i
+                   WHERE i.source = j.value ->> 0 AND i.key = j.value ->> 1";
+        held.extend(event_ids_by_pair(tx, sql, &keyed)?);
     }
     // Cooperative deliveries stored under the keys this request writes: a new one replaces them.
     let coop: Vec<(&str, &str)> = events
@@ -579,14 +585,9 @@ fn accept<'a>(
         .collect();
     let mut stored: HashMap<(&str, &str), String> = HashMap::new();
     if !coop.is_empty() {
-        let pairs = serde_json::to_string(&coop).unwrap_or_default();
-        let mut stmt = tx.prepare_cached(
-            "SELECT j.key, d.event_id FROM json_each(?1) AS j CROSS JOIN coop_deliveries AS d
-             WHERE d.tenant = j.value ->> 0 AND d.key = j.value ->> 1",
-        )?;
-        let rows = stmt.query_map([pairs], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (i, id) = row?;
+        let sql = "SELECT j.key, d.event_id FROM json_each(?1) AS j CROSS JOIN coop_deliveries AS d
+                   WHERE d.tenant = j.value ->> 0 AND d.key = j.value ->> 1";
+        for (i, id) in event_ids_by_pair(tx, sql, &coop)? {
             if let Some(k) = coop.get(i) {
                 stored.insert(*k, id);
             }
