@@ -17,6 +17,7 @@ use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::store::postgres::PgStore;
+use crate::store::siuss::SiussStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Outbox, Projections, Queue, Store};
 
@@ -51,8 +52,8 @@ struct Backend {
     projections: Arc<dyn Projections>,
     /// Cluster mode: the outbox a broker relay publishes.
     outbox: Option<Arc<dyn Outbox>>,
-    /// Embedded mode only: the SIUSS adapter's store.
-    sqlite: Option<Arc<SqliteStore>>,
+    /// The SIUSS adapter's store.
+    siuss: Arc<dyn SiussStore>,
 }
 
 /// Opens the store, starts the delivery workers and returns the API state.
@@ -60,7 +61,7 @@ pub async fn start(config: &Config) -> anyhow::Result<AppState> {
     use crate::config::{QueueKind, StoreKind};
     let contracts = contracts(config)?;
     let metrics = Arc::new(Metrics::default());
-    let Backend { store, queue, projections, outbox, sqlite } = match config.store.kind {
+    let Backend { store, queue, projections, outbox, siuss: siuss_store } = match config.store.kind {
         StoreKind::Sqlite => {
             let store = SqliteStore::open(&config.server.data_dir)
                 .with_context(|| format!("opening the store in {}", config.server.data_dir.display()))?;
@@ -69,7 +70,7 @@ pub async fn start(config: &Config) -> anyhow::Result<AppState> {
                 queue: store.clone(),
                 projections: store.clone(),
                 outbox: None,
-                sqlite: Some(store),
+                siuss: store,
             }
         }
         StoreKind::Postgres => {
@@ -81,23 +82,23 @@ pub async fn start(config: &Config) -> anyhow::Result<AppState> {
                 store: store.clone(),
                 queue: store.clone(),
                 projections: store.clone(),
-                outbox: Some(store),
-                sqlite: None,
+                outbox: Some(store.clone()),
+                siuss: store,
             }
         }
     };
-    let (siuss, waas) = match (&config.inps, &sqlite) {
-        (Some(inps), Some(sqlite)) => {
-            let siuss = crate::siuss::Siuss::new(inps, sqlite.clone(), metrics.clone()).context("[inps]")?;
+    let (siuss, waas) = match &config.inps {
+        Some(inps) => {
+            let siuss =
+                crate::siuss::Siuss::new(inps, siuss_store.clone(), metrics.clone()).context("[inps]")?;
             let waas =
-                crate::siuss::Waas::new(inps, sqlite.clone(), metrics.clone()).context("[inps.auth]")?;
+                crate::siuss::Waas::new(inps, siuss_store.clone(), metrics.clone()).context("[inps.auth]")?;
             if !config.destinations.iter().any(|d| d.adapter == "siuss") {
                 tracing::warn!("[inps] is configured but no destination has adapter = \"siuss\": no flusso will be built");
             }
             (Some(Arc::new(siuss)), Some(Arc::new(waas)))
         }
-        (Some(_), None) => anyhow::bail!("inps: INPS SIUSS over WaaS needs store.kind = \"sqlite\""),
-        (None, _) => (None, None),
+        None => (None, None),
     };
     let destinations = config
         .destinations

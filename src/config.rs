@@ -491,13 +491,6 @@ impl Config {
                 _ => {}
             }
         }
-        if self.store.kind == StoreKind::Postgres && self.inps.is_some() {
-            return invalid(
-                "inps".into(),
-                "INPS SIUSS over WaaS needs the embedded store: its flussi, progressives and outcomes are \
-                 kept in SQLite only; remove [inps] or use store.kind = \"sqlite\"",
-            );
-        }
         if self.store.pool_size == 0 {
             return invalid("store.pool_size".into(), "must be at least 1");
         }
@@ -926,10 +919,9 @@ jwks_path = "/etc/csi/pdnd-jwks.json"
     }
 
     #[test]
-    fn inps_with_postgres_store_is_refused_naming_inps() {
+    fn inps_runs_on_the_postgres_store_too() {
         let text = format!("{INPS}\n[store]\nkind = \"postgres\"\nurl = \"postgres://gw@db/csi\"\n");
-        let err = with_inps(&text).unwrap_err();
-        assert!(err.starts_with("inps:") && err.contains("embedded"), "{err}");
+        assert!(with_inps(&text).is_ok(), "cluster mode accepts [inps]");
     }
 
     #[test]

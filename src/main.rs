@@ -528,13 +528,28 @@ fn siuss_export(
         .with_context(|| format!("ente {belfiore} is not in [[inps.enti]]"))?
         .clone();
     let tables = tables(inps)?;
-    let data_dir = &config.server.data_dir;
-    let store = store::sqlite::SqliteStore::open_reader(data_dir).context("opening the store")?;
-
+    let rt = runtime()?;
     // The same per-ente daily progressive as the WaaS flussi: no id_flusso is ever repeated.
     let day = rome_date(store::now_ms());
-    let n = store::sqlite::SqliteStore::take_progressivo_offline(data_dir, belfiore, &yyyymmdd(day))
-        .context("taking the id_flusso's progressive")?;
+    let (store, n): (std::sync::Arc<dyn SiussStore>, u32) = match config.store.kind {
+        StoreKind::Sqlite => {
+            let data_dir = &config.server.data_dir;
+            let store = store::sqlite::SqliteStore::open_reader(data_dir).context("opening the store")?;
+            let n = store::sqlite::SqliteStore::take_progressivo_offline(data_dir, belfiore, &yyyymmdd(day))
+                .context("taking the id_flusso's progressive")?;
+            (store, n)
+        }
+        StoreKind::Postgres => rt.block_on(async {
+            let url =
+                config.store.url.as_deref().context("store.url is required with kind = \"postgres\"")?;
+            let store = store::postgres::PgStore::connect(url, 2).await.context("[store]")?;
+            let n = store
+                .take_progressivo(belfiore, &yyyymmdd(day))
+                .await
+                .context("taking the id_flusso's progressive")?;
+            anyhow::Ok((store as std::sync::Arc<dyn SiussStore>, n))
+        })?,
+    };
     let id_flusso = csi_gateway_inps::id_flusso(belfiore, csi_gateway_inps::Tipo::Ps, day, n)?;
 
     let mut partial = out.as_os_str().to_owned();
@@ -542,7 +557,7 @@ fn siuss_export(
     let partial = PathBuf::from(partial);
     let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let spec = Export { ente, tables, from, to, id_flusso };
-    let result = runtime()?.block_on(async {
+    let result = rt.block_on(async {
         let total = store.export_count(spec.ente.tenant.clone()).await.context("reading the store")?;
         let bar = if std::io::stderr().is_terminal() {
             indicatif::ProgressBar::new(total).with_style(

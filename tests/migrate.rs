@@ -28,6 +28,9 @@ const TABLES: &[&str] = &[
     "coop_upload_rows",
     "persone",
     "valutazioni_sina",
+    "siuss_flussi",
+    "siuss_progressivi",
+    "siuss_prestazioni",
 ];
 
 fn ids(v: &Value) -> Vec<String> {
@@ -178,29 +181,78 @@ async fn deliveries_in_flight_arrive_pending_and_unpublished() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_holding_siuss_flussi_stays_embedded() {
+async fn siuss_flussi_progressives_and_export_move_too() {
     let db = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();
+    // Two versions of one prestazione and one of another: the export must name the latest of each.
+    let prestazione = |n: usize, id: &str, who: &str| {
+        let mut ev = new_event(n, Some(&format!("k-{n}")));
+        ev.body = serde_json::to_vec(&json!({"id": format!("ev-{n}"),
+            "data": {"idPrestazione": id, "beneficiario": {"pseudonimo": who}}}))
+        .unwrap();
+        ev
+    };
     {
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.accept(vec![new_event(1, Some("k-1"))], vec![]).await.unwrap();
+        store.accept(vec![prestazione(1, "P-1", "ben-b")], vec![]).await.unwrap();
+        store.accept(vec![prestazione(2, "P-2", "ben-a")], vec![]).await.unwrap();
+        store.accept(vec![prestazione(3, "P-1", "ben-b")], vec![]).await.unwrap();
     }
     let conn = rusqlite::Connection::open(dir.path().join("gateway.db")).unwrap();
+    // Offered in this order (rowid), which is not the order of their ids.
+    for (id_flusso, ts, event) in
+        [("F205.PS.20260101.0000002", 10, "ev-1"), ("F205.PS.20260101.0000001", 20, "ev-3")]
+    {
+        conn.execute(
+            "INSERT INTO siuss_flussi (id_flusso, ente, denominazione, tenant, tipo, operazione, event_id,
+                id_prestazione, built_from_event_id, persona_event_id, content_digest, flusso, ts_flusso,
+                created_at, stato)
+             VALUES (?1, 'F205', 'Comune', 'F205', 'PS_PSA_SINA', 'I', ?3, 'P-1', ?3, 'ev-0', 'd', 'eA==', ?2, 1,
+                'offered')",
+            rusqlite::params![id_flusso, ts, event],
+        )
+        .unwrap();
+    }
+    conn.execute("INSERT INTO siuss_progressivi (ente, day, last) VALUES ('F205', '20260101', 2)", [])
+        .unwrap();
     conn.execute(
-        "INSERT INTO siuss_flussi (id_flusso, ente, denominazione, tenant, tipo, operazione, event_id,
-            id_prestazione, built_from_event_id, persona_event_id, content_digest, flusso, ts_flusso,
-            created_at, stato)
-         VALUES ('F205PS20260101001', 'F205', 'Comune', 'F205', 'PS', '1', 'ev-1', 'p1', 'ev-1', 'ev-0',
-            'd', '<x/>', 1, 1, 'offerto')",
+        "INSERT INTO siuss_prestazioni (ente, id_prestazione, event_id, current_flusso, annullata)
+         VALUES ('F205', 'P-1', 'ev-3', NULL, 1)",
         [],
     )
     .unwrap();
     drop(conn);
+    let source = dir.path().join("gateway.db");
+    let before = sqlite_counts(&source);
+
     let (code, out, err) =
         cli(&["migrate", "--from", &format!("sqlite://{}", dir.path().display()), "--to", &db.url]);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert!(err.contains("SIUSS") && err.contains("embedded"), "{err}");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(pg_counts(&db).await, before, "every table moved row for row");
     let pg = db.client().await;
-    let n: i64 = pg.query_one("SELECT COUNT(*) FROM events", &[]).await.unwrap().get(0);
-    assert_eq!(n, 0, "nothing copied");
+    let order: Vec<String> = pg
+        .query("SELECT id_flusso FROM siuss_flussi ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(order, ["F205.PS.20260101.0000002", "F205.PS.20260101.0000001"], "offer order kept");
+    let row = pg.query_one("SELECT annullata, current_flusso FROM siuss_prestazioni", &[]).await.unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    let last: i64 = pg.query_one("SELECT last FROM siuss_progressivi", &[]).await.unwrap().get(0);
+    assert_eq!(last, 2, "the next id_flusso of that day is 3: none handed out twice");
+    let export: Vec<(String, String, String)> = pg
+        .query("SELECT pseudonimo, id_prestazione, event_id FROM prestazioni_export ORDER BY pseudonimo", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        export,
+        [("ben-a".into(), "P-2".into(), "ev-2".into()), ("ben-b".into(), "P-1".into(), "ev-3".into())],
+        "the latest event of each prestazione"
+    );
 }

@@ -1,6 +1,7 @@
 //! `csi-gateway siuss export` end to end: persona and prestazione events published to the real
-//! gateway, the real binary's export run beside it on the same data directory, the file validated
-//! with xmllint against the official XSD, and the summary of what was left out.
+//! gateway, the real binary's export run beside it on the same store (data directory, or
+//! PostgreSQL in cluster mode), the file validated with xmllint against the official XSD, and the
+//! summary of what was left out.
 
 mod common;
 
@@ -199,8 +200,19 @@ fn left_out<'a>(s: &'a Value, rule: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_groups_beneficiaries_and_reports_what_was_left_out() {
+    groups_beneficiaries_and_reports_what_was_left_out("").await;
+}
+
+/// The same export in cluster mode: the command line reads the PostgreSQL store of the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_reads_the_postgres_store_in_cluster_mode() {
+    let db = PgDb::create().await;
+    groups_beneficiaries_and_reports_what_was_left_out(&db.store_config()).await;
+}
+
+async fn groups_beneficiaries_and_reports_what_was_left_out(store: &str) {
     let rx = Receiver::start(Mode::Ok).await;
-    let gw = Gateway::start_with(&rx.url, "", &inps_toml()).await;
+    let gw = Gateway::start_with(&rx.url, "", &format!("{}{store}", inps_toml())).await;
     let (cf_a, cf_c, cf_d) = (codice_fiscale(1), codice_fiscale(2), codice_fiscale(3));
     let cf_b = "FRRNNA41C52F205P"; // the example persona's, whose valutazione carries SINA
     let cf_brescia = codice_fiscale(4);

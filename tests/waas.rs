@@ -82,7 +82,21 @@ leeway_secs = 5
 }
 
 async fn start(rx: &Receiver) -> Gateway {
-    Gateway::start_with(&rx.url, "", &inps_toml(&pdnd_auth())).await
+    start_on(rx, "").await
+}
+
+/// A gateway with `[inps]`, and `store` appended to its configuration (cluster mode's sections).
+async fn start_on(rx: &Receiver, store: &str) -> Gateway {
+    Gateway::start_with(&rx.url, "", &format!("{}{store}", inps_toml(&pdnd_auth()))).await
+}
+
+/// Cluster mode: a fresh PostgreSQL database and a RabbitMQ topology of the test's own.
+async fn cluster() -> (PgDb, Rabbit, String) {
+    let db = PgDb::create().await;
+    let mut rabbit = Rabbit::create().await;
+    rabbit.destinations.push("inps-siuss".into());
+    let sections = format!("{}{}", db.store_config(), rabbit.queue_config(&amqp_url()));
+    (db, rabbit, sections)
 }
 
 fn now_secs() -> i64 {
@@ -275,8 +289,20 @@ async fn metrics(gw: &Gateway) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inps_poller_drains_flussi_of_two_enti_and_posts_esiti() {
+    poller_drains_flussi_and_posts_esiti("").await;
+}
+
+/// The same in cluster mode: flussi, progressives and outcomes in PostgreSQL, deliveries to the
+/// SIUSS adapter through RabbitMQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inps_poller_drains_flussi_in_cluster_mode() {
+    let (_db, _rabbit, sections) = cluster().await;
+    poller_drains_flussi_and_posts_esiti(&sections).await;
+}
+
+async fn poller_drains_flussi_and_posts_esiti(store: &str) {
     let rx = Receiver::start(Mode::Ok).await;
-    let mut gw = start(&rx).await;
+    let mut gw = start_on(&rx, store).await;
     let token = voucher();
 
     // Nothing yet: an empty list.
@@ -552,8 +578,18 @@ async fn a_broken_siuss_rule_is_shown_on_the_event_and_never_offered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrections_and_annulments_become_cancellations_first() {
+    corrections_and_annulments("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrections_and_annulments_in_cluster_mode() {
+    let (_db, _rabbit, sections) = cluster().await;
+    corrections_and_annulments(&sections).await;
+}
+
+async fn corrections_and_annulments(store: &str) {
     let rx = Receiver::start(Mode::Ok).await;
-    let gw = start(&rx).await;
+    let gw = start_on(&rx, store).await;
     let token = voucher();
     publish(&gw, &event(PERSONA, "F205", "persona")).await;
 

@@ -75,9 +75,40 @@ pub async fn measure(url: &str, n: usize, body: &[u8]) -> Result<Ceiling> {
         }
         Ok(())
     });
-    let props = BasicProperties::default()
+    let v = std::env::var("LG_VARIANT").unwrap_or_default();
+    let mut props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/cloudevents+json".into());
+    if v.contains('p') {
+        props = props
+            .with_message_id("01a231ca-18e4-74c3-b092-d290eafcbaec".into())
+            .with_type("it.lombardia.csi.prestazione.erogata.v1".into())
+            .with_app_id("csi-gateway".into())
+            .with_timestamp(1796131657);
+    }
+    if v.contains('h') {
+        let mut h = FieldTable::default();
+        h.insert("csi-delivery-id".into(), AMQPValue::LongLongInt(123456));
+        h.insert("csi-destination".into(), AMQPValue::LongString("vendor".into()));
+        h.insert("csi-tenant".into(), AMQPValue::LongString("F205".into()));
+        h.insert(
+            "csi-digest".into(),
+            AMQPValue::LongString("3e7bd14ba7f4d19a83c6b6bd80992b38207bbe1b81fb5b3e662df66fa79e9f66".into()),
+        );
+        h.insert(
+            "csi-idempotency-key".into(),
+            AMQPValue::LongString("F205:coop:AURORA:AUR-0099900#e2aa3fa1ce888b84".into()),
+        );
+        h.insert("csi-attempts".into(), AMQPValue::LongLongInt(0));
+        h.insert("csi-since".into(), AMQPValue::LongLongInt(1796131657966));
+        props = props.with_headers(h);
+    }
+    if v.contains('1') {
+        let mut h = FieldTable::default();
+        h.insert("csi-since".into(), AMQPValue::LongLongInt(1796131657966));
+        props = props.with_headers(h);
+    }
+    let mandatory = v.contains('m');
     // Pipelined: up to WINDOW publications in flight, their confirms awaited oldest first.
     let mut pending = VecDeque::with_capacity(WINDOW);
     for _ in 0..n {
@@ -88,7 +119,7 @@ pub async fn measure(url: &str, n: usize, body: &[u8]) -> Result<Ceiling> {
             .basic_publish(
                 "".into(),
                 queue.as_str().into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions { mandatory, ..BasicPublishOptions::default() },
                 body,
                 props.clone(),
             )

@@ -258,6 +258,118 @@ pub struct SiussFlussoView {
 
 /// Where a page of the web-upload export stopped: the beneficiary's pseudonym and the
 /// `idPrestazione` of the last row (the rows are ordered by both).
+impl SiussView {
+    /// The SIUSS block of an event from its flussi in the order they were offered; `None` when
+    /// the event produced none. A flusso INPS refused (to correct) decides the block's state.
+    pub fn of(rows: Vec<FlussoRow>) -> Option<SiussView> {
+        let last = rows.last()?;
+        let refused = rows.iter().find(|r| r.stato == stato::TO_CORRECT);
+        let (stato, messaggio) = match refused {
+            Some(r) => (r.stato.clone(), r.esito_messaggio.clone()),
+            None => (last.stato.clone(), None),
+        };
+        let flussi = rows
+            .into_iter()
+            .map(|r| SiussFlussoView {
+                id_flusso: r.id_flusso,
+                tipo_operazione: r.operazione,
+                stato: r.stato,
+                ts_flusso: rfc3339_ms(r.ts_flusso),
+                esito: r.esito,
+                messaggio: r.esito_messaggio,
+                id_acquisizione_siuss: r.id_acquisizione_siuss,
+                codice_siuss: r.codice_siuss,
+                annulla: r.cancels,
+            })
+            .collect();
+        Some(SiussView { stato, messaggio, flussi })
+    }
+}
+
+impl Publish {
+    /// The audit record of one of its flussi, offered as `id_flusso` (`b64`, the flusso as offered).
+    pub fn offered_entry(
+        &self,
+        operazione: Operazione,
+        cancels: Option<&str>,
+        id_flusso: &str,
+        b64: &str,
+    ) -> crate::audit::Entry {
+        let detail = match cancels {
+            Some(c) => format!("id_flusso {id_flusso} TipoOperazione C, cancels {c}"),
+            None => format!("id_flusso {id_flusso} TipoOperazione {}", operazione.as_str()),
+        };
+        crate::audit::Entry::new(crate::audit::Action::SiussOffered, self.actor.as_str())
+            .tenant(&self.tenant)
+            .event(&self.event_id)
+            .digest(crate::audit::digest(b64.as_bytes()))
+            .detail(detail)
+    }
+}
+
+/// What a new esito does to its flusso.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EsitoEffect {
+    /// The flusso's new state ([`stato`]).
+    pub stato: &'static str,
+    /// Whether it goes back in the feed (a new `ts_flusso`).
+    pub reoffer: bool,
+    pub messaggio: Option<String>,
+}
+
+/// The effect of esito `e`; `overtaken` when a later flusso of the same prestazione was offered
+/// (re-offering this one would reverse their order at INPS: it is left for an operator instead).
+pub fn esito_effect(e: &EsitoIn, overtaken: bool) -> EsitoEffect {
+    let overtaken = overtaken && e.codice == "ERRORE_GENERICO";
+    let (stato, reoffer) = match e.codice.as_str() {
+        "OK" => (stato::ACQUIRED, false),
+        "ERRORE_GENERICO" if !overtaken => (stato::REOFFERED, true),
+        _ => (stato::TO_CORRECT, false),
+    };
+    let messaggio = if overtaken { Some(overtaken_message(e)) } else { e.descrizione.clone() };
+    EsitoEffect { stato, reoffer, messaggio }
+}
+
+/// The `data` of a stored CloudEvent; the envelope's other members are skipped, not built.
+pub fn data_of(body: &[u8]) -> Value {
+    #[derive(serde::Deserialize)]
+    struct Data {
+        #[serde(default)]
+        data: Value,
+    }
+    serde_json::from_slice::<Data>(body).map(|d| d.data).unwrap_or(Value::Null)
+}
+
+/// What an esito says, as one text: an esito for a flusso changes it only when this differs from
+/// the one recorded.
+pub fn esito_key(e: &EsitoIn) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        e.codice,
+        e.ts_flusso,
+        e.id_acquisizione_siuss.as_deref().unwrap_or(""),
+        e.codice_siuss.as_deref().unwrap_or(""),
+        e.descrizione.as_deref().unwrap_or("")
+    )
+}
+
+/// A daily progressive as an `id_flusso` number: at most 9,999,999 flussi per ente and day.
+pub fn progressivo(n: i64, ente: &str, day: &str) -> Result<u32, String> {
+    u32::try_from(n).ok().filter(|n| *n <= 9_999_999).ok_or_else(|| {
+        format!("the daily progressive of ente {ente} for {day} is exhausted (9999999 flussi)")
+    })
+}
+
+/// The message of a re-offer INPS could not process after a later flusso of the same prestazione
+/// was offered (such a flusso is left for an operator).
+fn overtaken_message(e: &EsitoIn) -> String {
+    format!(
+        "INPS could not process it (ERRORE_GENERICO{}) after a later flusso of the same \
+         prestazione was offered: not offered again, check the prestazione with INPS",
+        e.descrizione.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+    )
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportCursor {
     pub pseudonimo: String,

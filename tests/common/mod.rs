@@ -593,13 +593,18 @@ pub fn via_port(url: &str, port: u16) -> String {
 /// The broker objects of one test: a topology of its own (its own exchange name), deleted at the end.
 pub struct Rabbit {
     pub exchange: String,
+    /// The destinations whose queues the test's gateways declare (deleted at the end too).
+    pub destinations: Vec<String>,
 }
 
 impl Rabbit {
     /// Checks the broker is there (fails the test loudly otherwise) and names a fresh topology.
     pub async fn create() -> Self {
         drop(Self::connect().await);
-        Rabbit { exchange: format!("t{:012x}.events", fastrand::u64(..) >> 16) }
+        Rabbit {
+            exchange: format!("t{:012x}.events", fastrand::u64(..) >> 16),
+            destinations: vec!["cartella-vendor-a".into()],
+        }
     }
 
     pub async fn connect() -> lapin::Connection {
@@ -614,7 +619,7 @@ impl Rabbit {
     }
 
     pub fn topology(&self) -> csi_gateway::broker::Topology {
-        csi_gateway::broker::Topology::new(&self.exchange, vec!["cartella-vendor-a".into()], 20)
+        csi_gateway::broker::Topology::new(&self.exchange, self.destinations.clone(), 20)
     }
 
     /// The `[queue]` section of a gateway on this topology, reaching the broker at `url`.

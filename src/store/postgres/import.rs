@@ -1,8 +1,9 @@
 //! `csi-gateway migrate --from sqlite://... --to postgres://...`: an embedded store copied into an
 //! empty PostgreSQL database in one transaction: events, idempotency keys, deliveries and their
-//! attempts, the audit records verbatim (positions and hashes) with the chain's head, and the
-//! read models. Deliveries in flight in the source become pending (and unpublished) in the target.
-//! The audit chain is verified on the target before the commit.
+//! attempts, the audit records verbatim (positions and hashes) with the chain's head, the read
+//! models, and the SIUSS adapter's flussi, progressives and per-prestazione state. Deliveries in
+//! flight in the source become pending (and unpublished) in the target. The audit chain is
+//! verified on the target before the commit.
 //!
 //! The source is read in one SQLite read transaction (a consistent snapshot, even if a gateway is
 //! still running on it) by a thread that streams chunks of rows; each chunk is one `INSERT ...
@@ -22,6 +23,8 @@ enum Kind {
     Text,
     Int,
     Bytes,
+    /// An SQLite integer 0/1 as a PostgreSQL boolean.
+    Bool,
 }
 
 /// A table to copy: the target's columns and the source's SELECT that yields them, in order.
@@ -31,7 +34,7 @@ struct Table {
     select: &'static str,
 }
 
-use Kind::{Bytes, Int, Text};
+use Kind::{Bool, Bytes, Int, Text};
 
 const TABLES: &[Table] = &[
     Table {
@@ -182,6 +185,56 @@ const TABLES: &[Table] = &[
         columns: &[("tenant", Text), ("pseudonimo", Text), ("data_valutazione", Text), ("event_id", Text)],
         select: "SELECT tenant, pseudonimo, data_valutazione, event_id FROM valutazioni_sina",
     },
+    Table {
+        name: "siuss_flussi",
+        columns: &[
+            ("id_flusso", Text),
+            ("ente", Text),
+            ("denominazione", Text),
+            ("tenant", Text),
+            ("tipo", Text),
+            ("operazione", Text),
+            ("event_id", Text),
+            ("id_prestazione", Text),
+            ("built_from_event_id", Text),
+            ("persona_event_id", Text),
+            ("valutazione_event_id", Text),
+            ("content_digest", Text),
+            ("flusso", Text),
+            ("ts_flusso", Int),
+            ("created_at", Int),
+            ("stato", Text),
+            ("esito", Text),
+            ("esito_messaggio", Text),
+            ("esito_key", Text),
+            ("esito_at", Int),
+            ("id_acquisizione_siuss", Text),
+            ("codice_siuss", Text),
+            ("cancels", Text),
+        ],
+        // In the order they were offered: the target numbers them (`seq`) in that order.
+        select: "SELECT id_flusso, ente, denominazione, tenant, tipo, operazione, event_id, id_prestazione,
+                        built_from_event_id, persona_event_id, valutazione_event_id, content_digest, flusso,
+                        ts_flusso, created_at, stato, esito, esito_messaggio, esito_key, esito_at,
+                        id_acquisizione_siuss, codice_siuss, cancels
+                 FROM siuss_flussi ORDER BY rowid",
+    },
+    Table {
+        name: "siuss_progressivi",
+        columns: &[("ente", Text), ("day", Text), ("last", Int)],
+        select: "SELECT ente, day, last FROM siuss_progressivi",
+    },
+    Table {
+        name: "siuss_prestazioni",
+        columns: &[
+            ("ente", Text),
+            ("id_prestazione", Text),
+            ("event_id", Text),
+            ("current_flusso", Text),
+            ("annullata", Bool),
+        ],
+        select: "SELECT ente, id_prestazione, event_id, current_flusso, annullata FROM siuss_prestazioni",
+    },
 ];
 
 /// Rows per INSERT, and the payload bytes after which a chunk is sent early.
@@ -193,6 +246,7 @@ enum Column {
     Text(Vec<Option<String>>),
     Int(Vec<Option<i64>>),
     Bytes(Vec<Option<Vec<u8>>>),
+    Bool(Vec<Option<bool>>),
 }
 
 enum Message {
@@ -281,6 +335,7 @@ pub async fn import_sqlite(from: &str, to: &str) -> StoreResult<ImportReport> {
                                 Column::Text(v) => v,
                                 Column::Int(v) => v,
                                 Column::Bytes(v) => v,
+                                Column::Bool(v) => v,
                             }
                         })
                         .collect();
@@ -309,6 +364,8 @@ pub async fn import_sqlite(from: &str, to: &str) -> StoreResult<ImportReport> {
         if let Some((seq, hash)) = &head {
             execute(&tx, "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1", &[seq, hash]).await?;
         }
+        // The export's projection is derived from the events, not copied.
+        tx.batch_execute(schema::BACKFILL_EXPORT).await?;
         for t in ["deliveries", "attempts"] {
             tx.batch_execute(&format!(
                 "SELECT setval(pg_get_serial_sequence('{t}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {t}"
@@ -355,6 +412,7 @@ fn insert_sql(t: &Table) -> String {
                 Text => "text",
                 Int => "bigint",
                 Bytes => "bytea",
+                Bool => "boolean",
             };
             format!("${}::{ty}[]", i + 1)
         })
@@ -362,7 +420,7 @@ fn insert_sql(t: &Table) -> String {
     format!("INSERT INTO {} ({}) SELECT * FROM UNNEST({})", t.name, names.join(", "), params.join(", "))
 }
 
-/// Reads the snapshot and streams it; refuses a store holding SIUSS flussi.
+/// Reads the snapshot and streams it.
 fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
     let conn = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -377,15 +435,6 @@ fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
     };
     if !exists("events")? || !exists("audit")? {
         return Err(StoreError(format!("--from: {} is not a csi-gateway store", file.display())));
-    }
-    if exists("siuss_flussi")? {
-        let flussi: i64 = conn.query_row("SELECT COUNT(*) FROM siuss_flussi", [], |r| r.get(0))?;
-        if flussi > 0 {
-            return Err(StoreError(format!(
-                "--from: the embedded store holds {flussi} SIUSS flussi; INPS SIUSS over WaaS runs in \
-                 embedded mode only, so this installation stays on SQLite (nothing was copied)"
-            )));
-        }
     }
     let mut present = Vec::with_capacity(TABLES.len());
     let mut counts = Vec::with_capacity(TABLES.len());
@@ -421,6 +470,7 @@ fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
                     Text => Column::Text(Vec::with_capacity(CHUNK_ROWS)),
                     Int => Column::Int(Vec::with_capacity(CHUNK_ROWS)),
                     Bytes => Column::Bytes(Vec::with_capacity(CHUNK_ROWS)),
+                    Bool => Column::Bool(Vec::with_capacity(CHUNK_ROWS)),
                 })
                 .collect()
         };
@@ -451,6 +501,11 @@ fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
                                 .ok_or_else(|| bad("an integer"))?,
                         ),
                         _ => return Err(bad("an integer")),
+                    }),
+                    Column::Bool(c) => c.push(match v {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(i) => Some(i != 0),
+                        _ => return Err(bad("0 or 1")),
                     }),
                     Column::Bytes(c) => c.push(match v {
                         ValueRef::Null => None,

@@ -9,6 +9,7 @@
 //!   also gives every writer the same lock order (no deadlocks). Since appends are serialized
 //!   anyway, each instance commits accepts, audit records and completions in groups (all the
 //!   writes waiting when a transaction starts), one head lock and one commit per group.
+//! - `siuss.rs` — the SIUSS adapter's flussi, progressives and export (`SiussStore`).
 //! - `read.rs` — event views, dead letters, audit pages and verification, projections.
 //! - `import.rs` — `csi-gateway migrate --from sqlite://...`: an embedded store copied verbatim.
 //!
@@ -24,6 +25,7 @@
 mod import;
 mod read;
 mod schema;
+mod siuss;
 mod write;
 
 use std::sync::Arc;

@@ -99,8 +99,7 @@ pub(super) async fn event<C: GenericClient>(c: &C, id: &str) -> StoreResult<Opti
         status: status.into(),
         digest: row.try_get(5)?,
         event: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        // SIUSS over WaaS runs in embedded mode only (config refuses [inps] with PostgreSQL).
-        siuss: None,
+        siuss: super::siuss::view(c, id).await?,
         deliveries,
     }))
 }

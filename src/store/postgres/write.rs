@@ -271,6 +271,9 @@ async fn after_accept(
     for p in &ev.projections {
         project(tx, chain, ev, p, now).await?;
     }
+    if ev.event_type == super::siuss::PRESTAZIONE {
+        super::siuss::project_prestazione(tx, &ev.id, &ev.tenant, &ev.body, now).await?;
+    }
     chain.append(&ev.accepted_entry(), now);
     Ok(())
 }

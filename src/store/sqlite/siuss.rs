@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::{append, Op, SqliteStore};
-use crate::audit::{self, Action, Entry};
+use crate::audit::{Action, Entry};
 use crate::store::siuss::*;
 use crate::store::{StoreError, StoreResult};
 use csi_gateway_sdk::BoxFuture;
@@ -185,28 +185,7 @@ pub(super) fn project_valutazione(tx: &Transaction<'_>, r: &ValutazioneRow) -> S
 
 /// The SIUSS block of `GET /v1/events/{id}`, when the event produced flussi.
 pub(super) fn view(conn: &Connection, event_id: &str) -> StoreResult<Option<SiussView>> {
-    let rows = flussi_of(conn, event_id)?;
-    let Some(last) = rows.last() else { return Ok(None) };
-    let refused = rows.iter().find(|r| r.stato == stato::TO_CORRECT);
-    let (stato, messaggio) = match refused {
-        Some(r) => (r.stato.clone(), r.esito_messaggio.clone()),
-        None => (last.stato.clone(), None),
-    };
-    let flussi = rows
-        .into_iter()
-        .map(|r| SiussFlussoView {
-            id_flusso: r.id_flusso,
-            tipo_operazione: r.operazione,
-            stato: r.stato,
-            ts_flusso: rfc3339_ms(r.ts_flusso),
-            esito: r.esito,
-            messaggio: r.esito_messaggio,
-            id_acquisizione_siuss: r.id_acquisizione_siuss,
-            codice_siuss: r.codice_siuss,
-            annulla: r.cancels,
-        })
-        .collect();
-    Ok(Some(SiussView { stato, messaggio, flussi }))
+    Ok(SiussView::of(flussi_of(conn, event_id)?))
 }
 
 fn flussi_of(conn: &Connection, event_id: &str) -> StoreResult<Vec<FlussoRow>> {
@@ -326,21 +305,9 @@ fn write_flussi(
                  ON CONFLICT (ente, day) DO UPDATE SET last = last + 1 RETURNING last",
             )?
             .query_row(params![p.ente, p.day], |r| r.get(0))?;
-        let Ok(n) =
-            u32::try_from(progressivo).map_err(|_| ()).and_then(
-                |n| {
-                    if n <= 9_999_999 {
-                        Ok(n)
-                    } else {
-                        Err(())
-                    }
-                },
-            )
-        else {
-            return Ok(Err(format!(
-                "the daily progressive of ente {} for {} is exhausted (9999999 flussi)",
-                p.ente, p.day
-            )));
+        let n = match crate::store::siuss::progressivo(progressivo, &p.ente, &p.day) {
+            Ok(n) => n,
+            Err(reason) => return Ok(Err(reason)),
         };
         let (id_flusso, b64) = match (f.render)(n) {
             Ok(r) => r,
@@ -371,15 +338,7 @@ fn write_flussi(
             stato::OFFERED,
             f.cancels
         ])?;
-        let detail = match &f.cancels {
-            Some(c) => format!("id_flusso {id_flusso} TipoOperazione C, cancels {c}"),
-            None => format!("id_flusso {id_flusso} TipoOperazione {}", f.operazione.as_str()),
-        };
-        let e = Entry::new(Action::SiussOffered, p.actor.as_str())
-            .tenant(&p.tenant)
-            .event(&p.event_id)
-            .digest(audit::digest(b64.as_bytes()))
-            .detail(detail);
+        let e = p.offered_entry(f.operazione, f.cancels.as_deref(), &id_flusso, &b64);
         append(tx, head, &e, now)?;
         if f.operazione == Operazione::I {
             current = Some(id_flusso.clone());
@@ -411,14 +370,7 @@ fn record_esiti(
             }
             continue;
         };
-        let key = format!(
-            "{}|{}|{}|{}|{}",
-            e.codice,
-            e.ts_flusso,
-            e.id_acquisizione_siuss.as_deref().unwrap_or(""),
-            e.codice_siuss.as_deref().unwrap_or(""),
-            e.descrizione.as_deref().unwrap_or("")
-        );
+        let key = esito_key(e);
         let recorded: Option<String> = tx
             .prepare_cached("SELECT esito_key FROM siuss_flussi WHERE id_flusso = ?1")?
             .query_row([&e.id_flusso], |r| r.get(0))?;
@@ -431,21 +383,8 @@ fn record_esiti(
             // order at INPS (an old insertion after its cancellation, a cancellation after the
             // correction): such a flusso is left for an operator instead.
             let overtaken = e.codice == "ERRORE_GENERICO" && later_flusso(tx, &row)?;
-            let (stato, new_ts) = match e.codice.as_str() {
-                "OK" => (stato::ACQUIRED, row.ts_flusso),
-                "ERRORE_GENERICO" if overtaken => (stato::TO_CORRECT, row.ts_flusso),
-                "ERRORE_GENERICO" => (stato::REOFFERED, next_ts(tx, now)?),
-                _ => (stato::TO_CORRECT, row.ts_flusso),
-            };
-            let messaggio = if overtaken {
-                Some(format!(
-                    "INPS could not process it (ERRORE_GENERICO{}) after a later flusso of the same \
-                     prestazione was offered: not offered again, check the prestazione with INPS",
-                    e.descrizione.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
-                ))
-            } else {
-                e.descrizione.clone()
-            };
+            let EsitoEffect { stato, reoffer, messaggio } = esito_effect(e, overtaken);
+            let new_ts = if reoffer { next_ts(tx, now)? } else { row.ts_flusso };
             tx.prepare_cached(
                 "UPDATE siuss_flussi SET stato = ?2, esito = ?3, esito_messaggio = ?4, esito_key = ?5, esito_at = ?6,
                     id_acquisizione_siuss = COALESCE(?7, id_acquisizione_siuss),
@@ -731,24 +670,10 @@ impl SqliteStore {
             params![ente, day],
             |r| r.get(0),
         )?;
-        let n = u32::try_from(n).ok().filter(|n| *n <= 9_999_999).ok_or_else(|| {
-            StoreError(format!(
-                "the daily progressive of ente {ente} for {day} is exhausted (9999999 flussi)"
-            ))
-        })?;
+        let n = crate::store::siuss::progressivo(n, ente, day).map_err(StoreError)?;
         tx.commit()?;
         Ok(n)
     }
-}
-
-/// The `data` of a stored CloudEvent; the envelope's other members are skipped, not built.
-fn data_of(body: &[u8]) -> Value {
-    #[derive(serde::Deserialize)]
-    struct Data {
-        #[serde(default)]
-        data: Value,
-    }
-    serde_json::from_slice::<Data>(body).map(|d| d.data).unwrap_or(Value::Null)
 }
 
 fn unexpected(what: &str) -> StoreError {
