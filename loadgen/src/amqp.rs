@@ -35,8 +35,56 @@ impl Ceiling {
     }
 }
 
+/// What a published message carries beyond the body, delivery mode 2 and the content type: the
+/// parts of the gateway's messages, to measure what each costs the broker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    /// The seven `csi-*` headers of a first publication.
+    pub headers: bool,
+    /// `message_id`, `type`, `app_id`, `timestamp`.
+    pub properties: bool,
+    /// Published `mandatory`.
+    pub mandatory: bool,
+}
+
+impl Shape {
+    /// From `--amqp-shape`: `plain`, or any of `headers`, `properties`, `mandatory`, or `gateway`
+    /// (all three).
+    pub fn parse(list: &[String]) -> Result<Self> {
+        let mut s = Shape::default();
+        for part in list {
+            match part.as_str() {
+                "plain" => {}
+                "headers" => s.headers = true,
+                "properties" => s.properties = true,
+                "mandatory" => s.mandatory = true,
+                "gateway" => s = Shape { headers: true, properties: true, mandatory: true },
+                other => bail!(
+                    "--amqp-shape: unknown part '{other}' (use plain, headers, properties, mandatory, gateway)"
+                ),
+            }
+        }
+        Ok(s)
+    }
+
+    /// What the messages carried, for the report (empty when plain).
+    pub fn label(&self) -> String {
+        let parts: Vec<&str> =
+            [(self.headers, "headers"), (self.properties, "properties"), (self.mandatory, "mandatory")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, name)| *name)
+                .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(", with {}", parts.join(" + "))
+        }
+    }
+}
+
 /// Publishes `n` copies of `body` and consumes them, concurrently; the time until the last ack.
-pub async fn measure(url: &str, n: usize, body: &[u8]) -> Result<Ceiling> {
+pub async fn measure(url: &str, n: usize, body: &[u8], shape: Shape) -> Result<Ceiling> {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .with_context(|| format!("connecting to RabbitMQ at {}", redact(url)))?;
@@ -75,40 +123,29 @@ pub async fn measure(url: &str, n: usize, body: &[u8]) -> Result<Ceiling> {
         }
         Ok(())
     });
-    let v = std::env::var("LG_VARIANT").unwrap_or_default();
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/cloudevents+json".into());
-    if v.contains('p') {
+    if shape.properties {
         props = props
             .with_message_id("01a231ca-18e4-74c3-b092-d290eafcbaec".into())
             .with_type("it.lombardia.csi.prestazione.erogata.v1".into())
             .with_app_id("csi-gateway".into())
-            .with_timestamp(1796131657);
+            .with_timestamp(1_796_131_657);
     }
-    if v.contains('h') {
+    if shape.headers {
+        let text = |s: &str| AMQPValue::LongString(s.into());
         let mut h = FieldTable::default();
-        h.insert("csi-delivery-id".into(), AMQPValue::LongLongInt(123456));
-        h.insert("csi-destination".into(), AMQPValue::LongString("vendor".into()));
-        h.insert("csi-tenant".into(), AMQPValue::LongString("F205".into()));
-        h.insert(
-            "csi-digest".into(),
-            AMQPValue::LongString("3e7bd14ba7f4d19a83c6b6bd80992b38207bbe1b81fb5b3e662df66fa79e9f66".into()),
-        );
-        h.insert(
-            "csi-idempotency-key".into(),
-            AMQPValue::LongString("F205:coop:AURORA:AUR-0099900#e2aa3fa1ce888b84".into()),
-        );
+        h.insert("csi-delivery-id".into(), AMQPValue::LongLongInt(123_456));
+        h.insert("csi-destination".into(), text("cartella-vendor-a"));
+        h.insert("csi-tenant".into(), text("F205"));
+        h.insert("csi-digest".into(), text(&"3e7bd14ba7f4d19a".repeat(4)));
+        h.insert("csi-idempotency-key".into(), text("F205:coop:AURORA:AUR-0099900#e2aa3fa1ce888b84"));
         h.insert("csi-attempts".into(), AMQPValue::LongLongInt(0));
-        h.insert("csi-since".into(), AMQPValue::LongLongInt(1796131657966));
+        h.insert("csi-since".into(), AMQPValue::LongLongInt(1_796_131_657_966));
         props = props.with_headers(h);
     }
-    if v.contains('1') {
-        let mut h = FieldTable::default();
-        h.insert("csi-since".into(), AMQPValue::LongLongInt(1796131657966));
-        props = props.with_headers(h);
-    }
-    let mandatory = v.contains('m');
+    let mandatory = shape.mandatory;
     // Pipelined: up to WINDOW publications in flight, their confirms awaited oldest first.
     let mut pending = VecDeque::with_capacity(WINDOW);
     for _ in 0..n {

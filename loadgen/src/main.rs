@@ -122,6 +122,11 @@ struct Args {
     /// amqp://guest:guest@127.0.0.1:5672/%2f), and measure its raw ceiling in scenario amqp.
     #[arg(long)]
     rabbitmq: Option<String>,
+    /// What the amqp scenario's messages carry beyond the body: plain, or any of headers (the
+    /// gateway's seven csi-* headers), properties (message id, type, app id, timestamp),
+    /// mandatory, or gateway (all three) — to measure what each costs the broker.
+    #[arg(long, value_delimiter = ',', default_value = "plain")]
+    amqp_shape: Vec<String>,
 }
 
 /// Event counts and durations after `--quick`.
@@ -242,20 +247,22 @@ async fn run(args: Args) -> Result<bool> {
 
     // Raw RabbitMQ ceiling.
     let mut amqp_ceiling = None;
+    let amqp_shape = amqp::Shape::parse(&args.amqp_shape)?;
     if wants("amqp") {
         let Some(url) = args.rabbitmq.as_deref() else { bail!("scenario amqp needs --rabbitmq") };
         let n = plan.e2e_events;
         eprintln!("loadgen: amqp: {n} persistent messages through a quorum queue...");
-        match amqp::measure(url, n, &events::row_body(&root)).await {
+        match amqp::measure(url, n, &events::row_body(&root), amqp_shape).await {
             Ok(c) => {
                 let v = c.per_sec();
                 amqp_ceiling = Some(v);
                 report.figures.push(Figure {
                     scenario: "amqp",
                     name: format!(
-                        "raw RabbitMQ: quorum queue, confirms window {}, prefetch {}, manual acks",
+                        "raw RabbitMQ: quorum queue, confirms window {}, prefetch {}, manual acks{}",
                         amqp::WINDOW,
-                        amqp::PREFETCH
+                        amqp::PREFETCH,
+                        amqp_shape.label()
                     ),
                     value: v,
                     unit: "msg/s",
