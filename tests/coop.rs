@@ -55,8 +55,13 @@ on_violation = "reject"
 }
 
 async fn start() -> (Receiver, Gateway) {
+    start_on("").await
+}
+
+/// A gateway with the adapter, and `store` appended to its configuration (cluster mode's sections).
+async fn start_on(store: &str) -> (Receiver, Gateway) {
     let rx = Receiver::start(Mode::Ok).await;
-    let gw = Gateway::start_with(&rx.url, "", &coop_config()).await;
+    let gw = Gateway::start_with(&rx.url, "", &format!("{}{store}", coop_config())).await;
     (rx, gw)
 }
 
@@ -306,7 +311,18 @@ fn coop_bodies(rx: &Receiver) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_files_are_accepted_row_by_row_and_delivered_as_prestazioni() {
-    let (rx, gw) = start().await;
+    sample_files_are_accepted_row_by_row_and_delivered_as_prestazioni_on("").await;
+}
+
+/// The same on the PostgreSQL store (cluster mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_files_are_accepted_row_by_row_and_delivered_as_prestazioni_on_postgres() {
+    let db = PgDb::create().await;
+    sample_files_are_accepted_row_by_row_and_delivered_as_prestazioni_on(&db.store_config()).await;
+}
+
+async fn sample_files_are_accepted_row_by_row_and_delivered_as_prestazioni_on(store: &str) {
+    let (rx, gw) = start_on(store).await;
     publish(&gw, KEY_A, "F205", &sample_progetti()).await;
 
     let csv = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, sample("coop-excel-csv.csv")).await;
@@ -500,7 +516,18 @@ async fn excel_dialects_read_the_same_deliveries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploading_the_same_file_again_creates_nothing_new() {
-    let (rx, gw) = start().await;
+    uploading_the_same_file_again_creates_nothing_new_on("").await;
+}
+
+/// The same on the PostgreSQL store (cluster mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploading_the_same_file_again_creates_nothing_new_on_postgres() {
+    let db = PgDb::create().await;
+    uploading_the_same_file_again_creates_nothing_new_on(&db.store_config()).await;
+}
+
+async fn uploading_the_same_file_again_creates_nothing_new_on(store: &str) {
+    let (rx, gw) = start_on(store).await;
     publish(&gw, KEY_A, "F205", &sample_progetti()).await;
     let first = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, sample("coop-excel-csv.csv")).await;
     assert_eq!(first["summary"]["accepted"].as_u64(), Some(20), "{first}");
@@ -530,7 +557,18 @@ async fn uploading_the_same_file_again_creates_nothing_new() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited() {
-    let (rx, gw) = start().await;
+    a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited_on("").await;
+}
+
+/// The same on the PostgreSQL store (cluster mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited_on_postgres() {
+    let db = PgDb::create().await;
+    a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited_on(&db.store_config()).await;
+}
+
+async fn a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited_on(store: &str) {
+    let (rx, gw) = start_on(store).await;
     publish(&gw, KEY_A, "F205", &sample_progetti()).await;
     let original = sheet(&[
         line("COR-01", "02/03/2026", "08.00", "10.00", "OP-C1", "FRRNNA41C52F205P", "ASS.DOM"),
@@ -726,7 +764,18 @@ async fn monthly_hours_beyond_the_progetto_are_flagged_or_rejected_per_tenant() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monthly_close_emits_monthly_prestazioni_and_a_liquidazione_that_adds_up() {
-    let (rx, gw) = start().await;
+    monthly_close_emits_monthly_prestazioni_and_a_liquidazione_that_adds_up_on("").await;
+}
+
+/// The same on the PostgreSQL store (cluster mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_close_emits_monthly_prestazioni_and_a_liquidazione_that_adds_up_on_postgres() {
+    let db = PgDb::create().await;
+    monthly_close_emits_monthly_prestazioni_and_a_liquidazione_that_adds_up_on(&db.store_config()).await;
+}
+
+async fn monthly_close_emits_monthly_prestazioni_and_a_liquidazione_that_adds_up_on(store: &str) {
+    let (rx, gw) = start_on(store).await;
     let progetti = sample_progetti();
     publish(&gw, KEY_A, "F205", &progetti).await;
     // October 2026's deliveries of AURORA, one row rejected (it must not count).

@@ -413,6 +413,59 @@ async fn concurrent_appends_from_many_instances_keep_one_linear_chain() {
     assert_eq!(n, known, "each migration recorded once, whichever instance applied it");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_key_twice_in_a_group_keeps_the_later_and_audits_the_correction() {
+    use csi_gateway::store::{CoopDeliveryRow, Projection};
+    let db = PgDb::create().await;
+    let store = PgStore::connect(&db.url, 2).await.expect("connect");
+    let delivery = |n: usize, minuti: i64| {
+        let mut ev = new_event(n, Some(&format!("k-{n}")));
+        ev.destinations.clear();
+        ev.projections.push(Projection::CoopDelivery(CoopDeliveryRow {
+            tenant: "F205".into(),
+            key: "coop:AURORA:R-1".into(),
+            cooperativa: "AURORA".into(),
+            id_progetto: "PRG-1".into(),
+            pseudonimo: "ben-1".into(),
+            tipo_servizio: "SAD".into(),
+            codice_prestazione: "A1.16".into(),
+            denominazione: "Assistenza domiciliare".into(),
+            area_utenza: "2".into(),
+            data: "2026-03-02".into(),
+            mese: "2026-03".into(),
+            minuti,
+            importo_cents: minuti * 30,
+            quota_utente_cents: minuti * 6,
+            flag: None,
+            event_id: format!("ev-{n}"),
+            upload_id: Some("u-1".into()),
+            digest: format!("d-{minuti}"),
+        }));
+        ev
+    };
+    // An earlier upload, then one request holding the same record twice (corrected twice).
+    store.accept(vec![delivery(1, 60)], vec![]).await.expect("first");
+    let out = store.accept(vec![delivery(2, 90), delivery(3, 120)], vec![]).await.expect("group");
+    assert!(out.iter().all(|a| matches!(a, Acceptance::New(_))), "{out:?}");
+    let pg = db.client().await;
+    let rows = pg.query("SELECT event_id, minuti FROM coop_deliveries", &[]).await.unwrap();
+    let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![("ev-3".to_string(), 120)], "one row, the later delivery");
+    let details: Vec<String> = pg
+        .query("SELECT detail FROM audit WHERE action = 'corrected' ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(
+        details[0].ends_with("replaces event ev-1") && details[1].ends_with("replaces event ev-2"),
+        "{details:?}"
+    );
+    assert!(store.audit_verify().await.unwrap().ok);
+}
+
 async fn connect_many(url: &str, n: usize) -> Vec<std::sync::Arc<PgStore>> {
     let handles: Vec<_> = (0..n)
         .map(|_| {

@@ -27,12 +27,11 @@ use csi_gateway_sdk::BoxFuture;
 /// The event type the web-upload export reads.
 pub(super) const PRESTAZIONE: &str = "it.lombardia.csi.prestazione.erogata.v1";
 
-/// Keeps the export's projection of an accepted prestazione event (the latest one wins).
-pub(super) async fn project_prestazione(
+/// Keeps the export's projection of a group's new prestazione events, with one upsert: the
+/// latest event of each prestazione wins, in acceptance order (`received_at`, then id).
+pub(super) async fn project_prestazioni(
     tx: &Transaction<'_>,
-    id: &str,
-    tenant: &str,
-    body: &[u8],
+    new: &[&crate::store::NewEvent],
     received_at: i64,
 ) -> StoreResult<()> {
     #[derive(serde::Deserialize)]
@@ -49,21 +48,44 @@ pub(super) async fn project_prestazione(
     struct Beneficiario {
         pseudonimo: Option<String>,
     }
-    let Ok(b) = serde_json::from_slice::<Body>(body) else { return Ok(()) };
-    let (Some(id_prestazione), Some(pseudonimo)) =
-        (b.data.id_prestazione, b.data.beneficiario.and_then(|b| b.pseudonimo))
-    else {
+    // (tenant, idPrestazione) → (event id, pseudonimo): the greatest id of the group.
+    let mut latest: HashMap<(&str, String), (&str, String)> = HashMap::new();
+    for ev in new.iter().filter(|e| e.event_type == PRESTAZIONE) {
+        let Ok(b) = serde_json::from_slice::<Body>(&ev.body) else { continue };
+        let (Some(id_prestazione), Some(pseudonimo)) =
+            (b.data.id_prestazione, b.data.beneficiario.and_then(|b| b.pseudonimo))
+        else {
+            continue;
+        };
+        let slot = latest
+            .entry((ev.tenant.as_str(), id_prestazione))
+            .or_insert((ev.id.as_str(), pseudonimo.clone()));
+        if ev.id.as_str() > slot.0 {
+            *slot = (ev.id.as_str(), pseudonimo);
+        }
+    }
+    if latest.is_empty() {
         return Ok(());
-    };
+    }
+    let mut tenant = Vec::with_capacity(latest.len());
+    let mut id_prestazione = Vec::with_capacity(latest.len());
+    let mut pseudonimo = Vec::with_capacity(latest.len());
+    let mut event_id = Vec::with_capacity(latest.len());
+    for ((t, p), (e, who)) in latest {
+        tenant.push(t);
+        id_prestazione.push(p);
+        event_id.push(e);
+        pseudonimo.push(who);
+    }
     execute(
         tx,
         "INSERT INTO prestazioni_export (tenant, id_prestazione, pseudonimo, event_id, received_at)
-         VALUES ($1, $2, $3, $4, $5)
+         SELECT t, p, w, e, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS x (t, p, w, e)
          ON CONFLICT (tenant, id_prestazione) DO UPDATE SET pseudonimo = excluded.pseudonimo,
             event_id = excluded.event_id, received_at = excluded.received_at
          WHERE (excluded.received_at, excluded.event_id COLLATE \"C\")
              > (prestazioni_export.received_at, prestazioni_export.event_id COLLATE \"C\")",
-        &[&tenant, &id_prestazione, &pseudonimo, &id, &received_at],
+        &[&tenant, &id_prestazione, &pseudonimo, &event_id, &received_at],
     )
     .await?;
     Ok(())

@@ -104,7 +104,14 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
             _ => Vec::new(),
         })
         .collect();
-    let mut fates = store_events(&tx, &all, now).await?.into_iter();
+    let fates = store_events(&tx, &all, now).await?;
+    let new: Vec<&NewEvent> =
+        all.iter().zip(&fates).filter(|(_, a)| matches!(a, Acceptance::New(_))).map(|(ev, _)| *ev).collect();
+    // The read models written by many events at once (a cooperative's upload), set-based; the
+    // corrections they imply are audited in the walk below, in order.
+    let mut coop = store_coop_deliveries(&tx, &new).await?;
+    super::siuss::project_prestazioni(&tx, &new, now).await?;
+    let mut fates = fates.into_iter();
     let completions: Vec<&Completion> = writes
         .iter()
         .flat_map(|w| match w {
@@ -126,7 +133,7 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
                     let a = fates
                         .next()
                         .ok_or_else(|| StoreError("internal: an event was not decided".into()))?;
-                    after_accept(&tx, &mut chain, ev, &a, now).await?;
+                    after_accept(&tx, &mut chain, &mut coop, ev, &a, now).await?;
                     wake |= matches!(a, Acceptance::New(_)) && !ev.destinations.is_empty();
                     out.push(a);
                 }
@@ -260,6 +267,7 @@ async fn store_events(tx: &Transaction<'_>, events: &[&NewEvent], now: i64) -> S
 async fn after_accept(
     tx: &Transaction<'_>,
     chain: &mut Chain,
+    coop: &mut CoopStored,
     ev: &NewEvent,
     a: &Acceptance,
     now: i64,
@@ -269,22 +277,111 @@ async fn after_accept(
         return Ok(());
     }
     for p in &ev.projections {
-        project(tx, chain, ev, p, now).await?;
-    }
-    if ev.event_type == super::siuss::PRESTAZIONE {
-        super::siuss::project_prestazione(tx, &ev.id, &ev.tenant, &ev.body, now).await?;
+        match p {
+            // Written by `store_coop_deliveries`: a delivery stored before under the same key,
+            // by an earlier group or an earlier event of this one, is corrected.
+            Projection::CoopDelivery(r) => {
+                if let Some(old) = coop.insert((r.tenant.clone(), r.key.clone()), ev.id.clone()) {
+                    let e = Entry::new(Action::Corrected, ev.actor.as_str())
+                        .tenant(&r.tenant)
+                        .event(&ev.id)
+                        .digest(&r.digest)
+                        .detail(format!("delivery {} corrected: replaces event {old}", r.key));
+                    chain.append(&e, now);
+                }
+            }
+            other => project(tx, other, now).await?,
+        }
     }
     chain.append(&ev.accepted_entry(), now);
     Ok(())
 }
 
-async fn project(
-    tx: &Transaction<'_>,
-    chain: &mut Chain,
-    ev: &NewEvent,
-    p: &Projection,
-    now: i64,
-) -> StoreResult<()> {
+/// `(tenant, key)` of cooperative deliveries → the event stored under it.
+type CoopStored = std::collections::HashMap<(String, String), String>;
+
+/// Writes the cooperative deliveries of a group's new events with one upsert (of two rows with
+/// one key, the later one stays); answers the events stored under those keys before the group.
+async fn store_coop_deliveries(tx: &Transaction<'_>, new: &[&NewEvent]) -> StoreResult<CoopStored> {
+    let rows: Vec<(&CoopDeliveryRow, &str)> = new
+        .iter()
+        .flat_map(|ev| {
+            ev.projections.iter().filter_map(move |p| match p {
+                Projection::CoopDelivery(r) => Some((r, ev.id.as_str())),
+                _ => None,
+            })
+        })
+        .collect();
+    let mut before = CoopStored::new();
+    if rows.is_empty() {
+        return Ok(before);
+    }
+    let mut last: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    for (i, (r, _)) in rows.iter().enumerate() {
+        last.insert((r.tenant.as_str(), r.key.as_str()), i);
+    }
+    let mut kept: Vec<usize> = last.into_values().collect();
+    kept.sort_unstable();
+    let rows: Vec<(&CoopDeliveryRow, &str)> = kept.into_iter().map(|i| rows[i]).collect();
+    let text = |f: fn(&CoopDeliveryRow) -> &str| rows.iter().map(|(r, _)| f(r)).collect::<Vec<&str>>();
+    let int = |f: fn(&CoopDeliveryRow) -> i64| rows.iter().map(|(r, _)| f(r)).collect::<Vec<i64>>();
+    let (tenant, key) = (text(|r| &r.tenant), text(|r| &r.key));
+    for r in query(
+        tx,
+        "SELECT d.tenant, d.key, d.event_id FROM coop_deliveries d
+         JOIN UNNEST($1::text[], $2::text[]) AS k (tenant, key) ON d.tenant = k.tenant AND d.key = k.key",
+        &[&tenant, &key],
+    )
+    .await?
+    {
+        before.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+    }
+    let flag: Vec<Option<&str>> = rows.iter().map(|(r, _)| r.flag.as_deref()).collect();
+    let upload: Vec<Option<&str>> = rows.iter().map(|(r, _)| r.upload_id.as_deref()).collect();
+    // The row names the event it came with.
+    let event: Vec<&str> = rows.iter().map(|(_, id)| *id).collect();
+    execute(
+        tx,
+        "INSERT INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
+            tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
+            importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
+             $14::bigint[], $15::text[], $16::text[], $17::text[], $18::text[])
+         ON CONFLICT (tenant, key) DO UPDATE SET cooperativa = excluded.cooperativa,
+            id_progetto = excluded.id_progetto, pseudonimo = excluded.pseudonimo,
+            tipo_servizio = excluded.tipo_servizio, codice_prestazione = excluded.codice_prestazione,
+            denominazione = excluded.denominazione, area_utenza = excluded.area_utenza,
+            data = excluded.data, mese = excluded.mese, minuti = excluded.minuti,
+            importo_cents = excluded.importo_cents, quota_utente_cents = excluded.quota_utente_cents,
+            flag = excluded.flag, event_id = excluded.event_id, upload_id = excluded.upload_id,
+            digest = excluded.digest",
+        &[
+            &tenant,
+            &key,
+            &text(|r| &r.cooperativa),
+            &text(|r| &r.id_progetto),
+            &text(|r| &r.pseudonimo),
+            &text(|r| &r.tipo_servizio),
+            &text(|r| &r.codice_prestazione),
+            &text(|r| &r.denominazione),
+            &text(|r| &r.area_utenza),
+            &text(|r| &r.data),
+            &text(|r| &r.mese),
+            &int(|r| r.minuti),
+            &int(|r| r.importo_cents),
+            &int(|r| r.quota_utente_cents),
+            &flag,
+            &event,
+            &upload,
+            &text(|r| &r.digest),
+        ],
+    )
+    .await?;
+    Ok(before)
+}
+
+async fn project(tx: &Transaction<'_>, p: &Projection, now: i64) -> StoreResult<()> {
     match p {
         Projection::Progetto(r) => {
             execute(
@@ -330,60 +427,8 @@ async fn project(
             )
             .await?;
         }
-        Projection::CoopDelivery(r) => {
-            let previous = query_opt(
-                tx,
-                "SELECT event_id FROM coop_deliveries WHERE tenant = $1 AND key = $2",
-                &[&r.tenant, &r.key],
-            )
-            .await?;
-            execute(
-                tx,
-                "INSERT INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
-                    tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
-                    importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-                 ON CONFLICT (tenant, key) DO UPDATE SET cooperativa = excluded.cooperativa,
-                    id_progetto = excluded.id_progetto, pseudonimo = excluded.pseudonimo,
-                    tipo_servizio = excluded.tipo_servizio, codice_prestazione = excluded.codice_prestazione,
-                    denominazione = excluded.denominazione, area_utenza = excluded.area_utenza,
-                    data = excluded.data, mese = excluded.mese, minuti = excluded.minuti,
-                    importo_cents = excluded.importo_cents, quota_utente_cents = excluded.quota_utente_cents,
-                    flag = excluded.flag, event_id = excluded.event_id, upload_id = excluded.upload_id,
-                    digest = excluded.digest",
-                &[
-                    &r.tenant,
-                    &r.key,
-                    &r.cooperativa,
-                    &r.id_progetto,
-                    &r.pseudonimo,
-                    &r.tipo_servizio,
-                    &r.codice_prestazione,
-                    &r.denominazione,
-                    &r.area_utenza,
-                    &r.data,
-                    &r.mese,
-                    &r.minuti,
-                    &r.importo_cents,
-                    &r.quota_utente_cents,
-                    &r.flag,
-                    // The row names the event it came with.
-                    &ev.id,
-                    &r.upload_id,
-                    &r.digest,
-                ],
-            )
-            .await?;
-            if let Some(row) = previous {
-                let old: String = row.try_get(0)?;
-                let e = Entry::new(Action::Corrected, ev.actor.as_str())
-                    .tenant(&r.tenant)
-                    .event(&ev.id)
-                    .digest(&r.digest)
-                    .detail(format!("delivery {} corrected: replaces event {old}", r.key));
-                chain.append(&e, now);
-            }
-        }
+        // Written set-based with the group (`store_coop_deliveries`).
+        Projection::CoopDelivery(_) => {}
     }
     Ok(())
 }
