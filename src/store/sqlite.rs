@@ -157,6 +157,12 @@ pub struct SqliteStore {
 /// Page cache of the writer connection, KiB.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
+/// WAL pages after which a commit checkpoints (SQLite's default is 1,000, 4 MB): a bulk upload
+/// writes about that much per chunk, so the default copied the indexes' hot pages back into the
+/// database file at almost every commit; with 64 MiB each is copied once for many commits.
+/// Measured on the 100,000-row cooperatives upload: 8.0–9.4 s before, 6.4–7.8 s after.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
+
 fn open(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -180,6 +186,7 @@ impl SqliteStore {
         // The writer's page cache (SQLite's default is 2 MiB): a big batch inserts into the
         // indexes at many places, and pages evicted mid-batch are read back from the file.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(siuss::SCHEMA)?;
         // Embedded mode has one process per file: whatever was in flight died with the last one.
