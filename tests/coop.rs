@@ -932,12 +932,19 @@ async fn a_large_file_sent_in_pieces_is_read_as_it_arrives() {
     };
     publish(&gw, KEY_A, "F205", &[p]).await;
     // 2,500 rows (several chunks of the pipeline), then, far from them, a correction of row 7
-    // (BIG-00005: 13.00–13.30 instead of 13.45) and a copy of row 9.
+    // (BIG-00005: 13.00–13.30 instead of 13.45) and a copy of row 9; then, near them (in the
+    // chunk before, which may still be in flight), a copy of row 1,502 and a correction of row
+    // 1,802 (BIG-01800: 08.00–08.30 instead of 08.45).
     let (mut text, lines) = big_sheet(2_500);
-    text.push_str(&lines[5].replace(";13.45;", ";13.30;"));
-    text.push_str("\r\n");
-    text.push_str(&lines[7]);
-    text.push_str("\r\n");
+    for line in [
+        lines[5].replace(";13.45;", ";13.30;"),
+        lines[7].clone(),
+        lines[1_500].clone(),
+        lines[1_800].replace(";08.45;", ";08.30;"),
+    ] {
+        text.push_str(&line);
+        text.push_str("\r\n");
+    }
     assert!(text.len() < MAX_UPLOAD);
     // No Content-Length: the body arrives in 16 KiB pieces.
     let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -947,15 +954,18 @@ async fn a_large_file_sent_in_pieces_is_read_as_it_arrives() {
     let s = &r["summary"];
     assert_eq!(
         (s["rows"].as_u64(), s["accepted"].as_u64(), s["corrected"].as_u64(), s["duplicates"].as_u64()),
-        (Some(2_502), Some(2_500), Some(1), Some(1)),
+        (Some(2_504), Some(2_500), Some(2), Some(2)),
         "{s}"
     );
     let numbers: Vec<u64> =
         r["rows"].as_array().expect("rows").iter().filter_map(|r| r["row"].as_u64()).collect();
-    assert_eq!(numbers, (2..=2_503).collect::<Vec<u64>>(), "one entry per row, in file order");
+    assert_eq!(numbers, (2..=2_505).collect::<Vec<u64>>(), "one entry per row, in file order");
     assert_eq!(row(&r, 2_502)["status"], "corrected");
     assert_eq!(row(&r, 2_503)["status"], "duplicate");
     assert_eq!(row(&r, 2_503)["id"], row(&r, 9)["id"], "the copy names the event of row 9: {r}");
+    assert_eq!(row(&r, 2_504)["status"], "duplicate");
+    assert_eq!(row(&r, 2_504)["id"], row(&r, 1_502)["id"], "the copy names the event of row 1,502");
+    assert_eq!(row(&r, 2_505)["status"], "corrected");
     // The report, kept in the store row by row, reads back the same.
     let path = format!("/v1/adapters/coop/erogazioni/{}", r["id"].as_str().expect("id"));
     let (status, stored) = gw.get(KEY_AURORA, &path).await;
@@ -963,9 +973,9 @@ async fn a_large_file_sent_in_pieces_is_read_as_it_arrives() {
     assert_eq!(stored, r);
     let digest = r["digest"].as_str().expect("digest");
     assert_eq!(digest, hex_sha256(text.as_bytes()), "the digest is the whole file's");
-    // The liquidazione counts the corrected visit once, with its new length: 2,499 × 45 + 30 min.
+    // The liquidazione counts each corrected visit once, with its new length: 2,498 × 45 + 2 × 30 min.
     let (_, list) = gw.get(KEY_A, "/v1/adapters/coop/liquidazioni?tenant=F205&mese=2026-02").await;
-    let minutes = 2_499 * 45 + 30;
+    let minutes = 2_498 * 45 + 2 * 30;
     assert_eq!(
         list[0]["ore"],
         format!("{}.{:02}", minutes / 60, (minutes % 60) * 100 / 60),

@@ -81,6 +81,11 @@ pub struct RowReport {
     pub flags: Vec<RowProblem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A copy of an earlier row of the file still in flight when this one was checked: that
+    /// row's number, whose event id this row's report takes once it is committed.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub same_as: Option<u64>,
 }
 
 /// A broken rule, located by the file's own column name when there is one.
@@ -272,6 +277,8 @@ struct SeenRow {
     digest: u128,
     minutes: i64,
     group: u32,
+    /// The row of the file it came from.
+    row: u64,
 }
 
 /// The first 16 bytes of a hex SHA-256.
@@ -412,6 +419,38 @@ impl Chunk {
     }
 }
 
+/// The event ids of the rows of the last [`RecentIds::CHUNKS`] chunks committed: enough for any
+/// copy checked while its original was in flight ([`Tally::committing`]), or in its own chunk.
+#[derive(Default)]
+struct RecentIds {
+    ids: HashMap<u64, String>,
+    chunks: std::collections::VecDeque<Vec<u64>>,
+}
+
+impl RecentIds {
+    const CHUNKS: usize = 2;
+
+    /// Gives each copy of a row in flight the id its original got, then remembers this chunk's.
+    fn resolve(&mut self, rows: &mut [RowReport]) {
+        let mut mine = Vec::new();
+        for r in rows.iter_mut() {
+            if r.id.is_none() {
+                r.id = r.same_as.and_then(|n| self.ids.get(&n).cloned());
+            }
+            if let (Some(id), "accepted" | "corrected") = (&r.id, r.status) {
+                self.ids.insert(r.row, id.clone());
+                mine.push(r.row);
+            }
+        }
+        self.chunks.push_back(mine);
+        if self.chunks.len() > Self::CHUNKS {
+            for n in self.chunks.pop_front().unwrap_or_default() {
+                self.ids.remove(&n);
+            }
+        }
+    }
+}
+
 /// One delivery ready to submit, beside its event.
 struct Candidate {
     row: u64,
@@ -543,6 +582,9 @@ impl Coop {
         // checked, and the report rows of the one before are written: the three overlap.
         let mut pending: Option<Prepared> = None;
         let mut spill: Option<Vec<ReportRow>> = None;
+        // Event ids of the rows of the last chunks committed, for the copies of them that were
+        // checked before they were stored (commits go in file order).
+        let mut recent = RecentIds::default();
         loop {
             let commit = async {
                 match pending.take() {
@@ -572,7 +614,8 @@ impl Coop {
             saved?;
             if let Some(rows) = committed {
                 // The chunk's rows, as JSON, go to the store with the next chunk.
-                let rows = rows?;
+                let mut rows = rows?;
+                recent.resolve(&mut rows);
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
                     count(&mut report.summary, r);
@@ -641,6 +684,7 @@ impl Coop {
                     errors: Vec::new(),
                     flags: Vec::new(),
                     reason: Some(reason),
+                    same_as: None,
                 },
                 (RowOutcome::Rejected(errors), _) => rejected(
                     r.row,
@@ -651,13 +695,14 @@ impl Coop {
                 ),
                 (RowOutcome::Delivery(d), Some(key)) => {
                     match self.evaluate(caller, tenant, upload_id, r.row, &d, key, &stored, tally).await? {
-                        Evaluated::Duplicate(id, reason) => RowReport {
+                        Evaluated::Duplicate(id, reason, same_as) => RowReport {
                             row: r.row,
                             status: "duplicate",
                             id,
                             errors: Vec::new(),
                             flags: Vec::new(),
                             reason: Some(reason.into()),
+                            same_as,
                         },
                         Evaluated::Rejected(errors) => rejected(r.row, errors),
                         Evaluated::Submit(event, projection, c) => {
@@ -698,6 +743,7 @@ impl Coop {
                         errors: Vec::new(),
                         flags: c.flags,
                         reason: None,
+                        same_as: None,
                     },
                     // The event built from the row breaks the interchange contract: say where.
                     EventResult::Rejected { errors } => rejected(
@@ -746,7 +792,7 @@ impl Coop {
         // Same key, same content: nothing new, wherever the earlier copy came from.
         if let Some(seen) = tally.seen(hash) {
             if seen.digest == content_prefix {
-                return Ok(Evaluated::Duplicate(None, "same as an earlier row of this file"));
+                return Ok(Evaluated::Duplicate(None, "same as an earlier row of this file", Some(seen.row)));
             }
         } else if let Some(prev) = stored.get(&key) {
             if prev.digest == content {
@@ -756,7 +802,7 @@ impl Coop {
                 } else {
                     "already received with the same content"
                 };
-                return Ok(Evaluated::Duplicate(id, why));
+                return Ok(Evaluated::Duplicate(id, why, None));
             }
         }
         let date = d.data.to_string();
@@ -879,7 +925,7 @@ impl Coop {
         if let Some(t) = tally.minutes_mut(group_id) {
             *t = total;
         }
-        tally.seen.insert(hash, SeenRow { digest: content_prefix, minutes, group: group_id });
+        tally.seen.insert(hash, SeenRow { digest: content_prefix, minutes, group: group_id, row });
 
         let service = self.services.get(&d.tipo_servizio);
         let text = |k: &str| intervento.and_then(|i| i[k].as_str()).map(str::to_string);
@@ -1215,8 +1261,9 @@ impl Coop {
 }
 
 enum Evaluated {
-    /// The earlier event's id when known, and why it is a duplicate.
-    Duplicate(Option<String>, &'static str),
+    /// The earlier event's id when known, why it is a duplicate, and the earlier row of this
+    /// file it copies when that row may not be stored yet.
+    Duplicate(Option<String>, &'static str, Option<u64>),
     Rejected(Vec<RowProblem>),
     Submit(Value, Box<CoopDeliveryRow>, Candidate),
 }
@@ -1256,7 +1303,7 @@ fn count(s: &mut Summary, r: &RowReport) {
 }
 
 fn rejected(row: u64, errors: Vec<RowProblem>) -> RowReport {
-    RowReport { row, status: "rejected", id: None, errors, flags: Vec::new(), reason: None }
+    RowReport { row, status: "rejected", id: None, errors, flags: Vec::new(), reason: None, same_as: None }
 }
 
 /// The result of a monthly close.
