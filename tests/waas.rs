@@ -529,6 +529,54 @@ async fn poller_drains_flussi_and_posts_esiti(store: &str) {
     assert!(!ids.contains(new_id));
 }
 
+/// Two instances on one database: flussi offered by both are numbered densely and served by
+/// either, in one `ts_flusso` order, and an esito posted to one shows on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_number_and_serve_one_feed() {
+    let db = PgDb::create().await;
+    let rx = Receiver::start(Mode::Ok).await;
+    let a = start_on(&rx, &db.store_config()).await;
+    let b = start_on(&rx, &db.store_config()).await;
+    let token = voucher();
+    publish(&a, &event(PERSONA, "F205", "persona-F205")).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        ids.push(publish(gw, &prestazione_p("F205", &format!("EROG-TWO-{i}"), &format!("two-{i}"))).await);
+    }
+    for id in &ids {
+        wait_siuss(&a, "F205", id, "delivered").await;
+    }
+    // Pages of three from B, then nothing new from A after B's cursor.
+    let (entries, cursor) = drain(&b, &token, 0, 3).await;
+    assert_eq!(entries.len(), 10, "{entries:?}");
+    let (after, _) = drain(&a, &token, cursor, 3).await;
+    assert!(after.is_empty(), "{after:?}");
+    let mut numbers: Vec<u32> = entries
+        .iter()
+        .map(|e| e["id_flusso"].as_str().unwrap().rsplit('.').next().unwrap().parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=10).collect::<Vec<u32>>(), "one progressive, dense, nothing twice");
+    let (status, _) =
+        post_esiti(&b, &token, json!([esito(&entries[0], "OK", json!({"id_acquisizione_siuss": "77"}))]))
+            .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let acquired = entries[0]["id_flusso"].as_str().unwrap();
+    let mut seen = false;
+    for id in &ids {
+        let (_, v) = a.get(KEY_A, &format!("/v1/events/{id}")).await;
+        if v["siuss"]["flussi"][0]["id_flusso"] == acquired {
+            assert_eq!(v["siuss"]["stato"], "acquired", "{v}");
+            assert_eq!(v["siuss"]["flussi"][0]["id_acquisizione_siuss"], "77", "{v}");
+            seen = true;
+        }
+    }
+    assert!(seen, "the acquired flusso belongs to one of the events");
+    let (_, verify) = a.get(KEY_AUDITOR, "/v1/audit/verify").await;
+    assert_eq!(verify["ok"], true, "{verify}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_siuss_rule_is_shown_on_the_event_and_never_offered() {
     let rx = Receiver::start(Mode::Ok).await;
