@@ -315,6 +315,18 @@ pub struct EsitoEffect {
     /// Whether it goes back in the feed (a new `ts_flusso`).
     pub reoffer: bool,
     pub messaggio: Option<String>,
+    /// A later flusso of the same prestazione was offered: this one is left for an operator.
+    pub overtaken: bool,
+}
+
+/// What an esito changes in what INPS holds of the prestazione (`siuss_prestazioni`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// INPS refused the insertion it holds: a later correction must not cancel it.
+    Refused,
+    /// INPS acquired an insertion after all (after a refusal): it holds it.
+    Acquired,
+    Unchanged,
 }
 
 /// The effect of esito `e`; `overtaken` when a later flusso of the same prestazione was offered
@@ -327,7 +339,46 @@ pub fn esito_effect(e: &EsitoIn, overtaken: bool) -> EsitoEffect {
         _ => (stato::TO_CORRECT, false),
     };
     let messaggio = if overtaken { Some(overtaken_message(e)) } else { e.descrizione.clone() };
-    EsitoEffect { stato, reoffer, messaggio }
+    EsitoEffect { stato, reoffer, messaggio, overtaken }
+}
+
+impl EsitoEffect {
+    /// What it changes in what INPS holds of flusso `row`'s prestazione.
+    pub fn holding(&self, row: &FlussoRow) -> Holding {
+        match self.stato {
+            stato::TO_CORRECT if !self.overtaken && row.operazione == "I" => Holding::Refused,
+            stato::ACQUIRED if row.operazione == "I" => Holding::Acquired,
+            _ => Holding::Unchanged,
+        }
+    }
+}
+
+/// The audit record of esito `e` on flusso `row`, by `actor`; `effect` is `None` for an esito
+/// already recorded (nothing changes).
+pub fn esito_entry(
+    e: &EsitoIn,
+    effect: Option<&EsitoEffect>,
+    row: &FlussoRow,
+    actor: &str,
+) -> crate::audit::Entry {
+    let mut detail = format!("id_flusso {}: {}", e.id_flusso, e.codice);
+    match effect {
+        None => detail.push_str(": already recorded, no change"),
+        Some(fx) => match fx.stato {
+            stato::TO_CORRECT if fx.overtaken => detail.push_str(": to_correct, overtaken by a later flusso"),
+            stato::TO_CORRECT => detail.push_str(": to_correct"),
+            stato::ACQUIRED => {
+                if let Some(id) = &e.id_acquisizione_siuss {
+                    detail.push_str(&format!(", id_acquisizione_siuss {id}"));
+                }
+            }
+            _ => detail.push_str(": re-offered"),
+        },
+    }
+    crate::audit::Entry::new(crate::audit::Action::SiussEsito, actor)
+        .tenant(&row.tenant)
+        .event(&row.event_id)
+        .detail(detail)
 }
 
 /// The `data` of a stored CloudEvent; the envelope's other members are skipped, not built.

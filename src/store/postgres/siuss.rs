@@ -19,7 +19,6 @@ use tokio_postgres::Row;
 
 use super::write::Chain;
 use super::{execute, query, query_opt, PgStore};
-use crate::audit::{Action, Entry};
 use crate::store::siuss::*;
 use crate::store::{now_ms, StoreError, StoreResult};
 use csi_gateway_sdk::BoxFuture;
@@ -285,10 +284,7 @@ async fn record_esiti(client: &mut Object, esiti: &[EsitoIn], actor: &str) -> St
                 .transpose()?
                 .flatten();
         let changed = recorded.as_deref() != Some(key.as_str());
-        let mut detail = format!("id_flusso {}: {}", e.id_flusso, e.codice);
-        if !changed {
-            detail.push_str(": already recorded, no change");
-        } else {
+        let effect = if changed {
             // Re-offering a flusso after a later one of the same prestazione would reverse their
             // order at INPS: such a flusso is left for an operator instead.
             let overtaken = e.codice == "ERRORE_GENERICO"
@@ -300,8 +296,8 @@ async fn record_esiti(client: &mut Object, esiti: &[EsitoIn], actor: &str) -> St
                 )
                 .await?
                 .is_some();
-            let EsitoEffect { stato, reoffer, messaggio } = esito_effect(e, overtaken);
-            let new_ts = if reoffer { next_ts(&tx, now).await? } else { row.ts_flusso };
+            let fx = esito_effect(e, overtaken);
+            let new_ts = if fx.reoffer { next_ts(&tx, now).await? } else { row.ts_flusso };
             execute(
                 &tx,
                 "UPDATE siuss_flussi SET stato = $2, esito = $3, esito_messaggio = $4, esito_key = $5,
@@ -310,9 +306,9 @@ async fn record_esiti(client: &mut Object, esiti: &[EsitoIn], actor: &str) -> St
                  WHERE id_flusso = $1",
                 &[
                     &e.id_flusso,
-                    &stato,
+                    &fx.stato,
                     &e.codice,
-                    &messaggio,
+                    &fx.messaggio,
                     &key,
                     &now,
                     &e.id_acquisizione_siuss,
@@ -321,12 +317,8 @@ async fn record_esiti(client: &mut Object, esiti: &[EsitoIn], actor: &str) -> St
                 ],
             )
             .await?;
-            match stato {
-                stato::TO_CORRECT if overtaken => {
-                    detail.push_str(": to_correct, overtaken by a later flusso")
-                }
-                stato::TO_CORRECT if row.operazione == "I" => {
-                    // INPS does not hold it: a later correction must not cancel it.
+            match fx.holding(&row) {
+                Holding::Refused => {
                     execute(
                         &tx,
                         "UPDATE siuss_prestazioni SET current_flusso = NULL
@@ -334,31 +326,24 @@ async fn record_esiti(client: &mut Object, esiti: &[EsitoIn], actor: &str) -> St
                         &[&row.ente, &row.id_prestazione, &row.id_flusso],
                     )
                     .await?;
-                    detail.push_str(": to_correct");
                 }
-                stato::TO_CORRECT => detail.push_str(": to_correct"),
-                stato::ACQUIRED => {
-                    if row.operazione == "I" {
-                        // An acquisition after a refusal: INPS holds it after all.
-                        execute(
-                            &tx,
-                            "UPDATE siuss_prestazioni SET current_flusso = $3
-                             WHERE ente = $1 AND id_prestazione = $2 AND current_flusso IS NULL
-                               AND event_id = $4 AND NOT annullata",
-                            &[&row.ente, &row.id_prestazione, &row.id_flusso, &row.event_id],
-                        )
-                        .await?;
-                    }
-                    if let Some(id) = &e.id_acquisizione_siuss {
-                        detail.push_str(&format!(", id_acquisizione_siuss {id}"));
-                    }
+                Holding::Acquired => {
+                    execute(
+                        &tx,
+                        "UPDATE siuss_prestazioni SET current_flusso = $3
+                         WHERE ente = $1 AND id_prestazione = $2 AND current_flusso IS NULL
+                           AND event_id = $4 AND NOT annullata",
+                        &[&row.ente, &row.id_prestazione, &row.id_flusso, &row.event_id],
+                    )
+                    .await?;
                 }
-                _ => detail.push_str(": re-offered"),
+                Holding::Unchanged => {}
             }
-        }
-        let entry =
-            Entry::new(Action::SiussEsito, actor).tenant(&row.tenant).event(&row.event_id).detail(detail);
-        chain.append(&entry, now);
+            Some(fx)
+        } else {
+            None
+        };
+        chain.append(&esito_entry(e, effect.as_ref(), &row, actor), now);
         out.applied.push(EsitoApplied { id_flusso: e.id_flusso.clone(), codice: e.codice.clone(), changed });
     }
     chain.flush(&tx).await?;

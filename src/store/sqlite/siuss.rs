@@ -10,7 +10,6 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::{append, Op, SqliteStore};
-use crate::audit::{Action, Entry};
 use crate::store::siuss::*;
 use crate::store::{StoreError, StoreResult};
 use csi_gateway_sdk::BoxFuture;
@@ -375,16 +374,13 @@ fn record_esiti(
             .prepare_cached("SELECT esito_key FROM siuss_flussi WHERE id_flusso = ?1")?
             .query_row([&e.id_flusso], |r| r.get(0))?;
         let changed = recorded.as_deref() != Some(key.as_str());
-        let mut detail = format!("id_flusso {}: {}", e.id_flusso, e.codice);
-        if !changed {
-            detail.push_str(": already recorded, no change");
-        } else {
+        let effect = if changed {
             // Re-offering a flusso after a later one of the same prestazione would reverse their
             // order at INPS (an old insertion after its cancellation, a cancellation after the
             // correction): such a flusso is left for an operator instead.
             let overtaken = e.codice == "ERRORE_GENERICO" && later_flusso(tx, &row)?;
-            let EsitoEffect { stato, reoffer, messaggio } = esito_effect(e, overtaken);
-            let new_ts = if reoffer { next_ts(tx, now)? } else { row.ts_flusso };
+            let fx = esito_effect(e, overtaken);
+            let new_ts = if fx.reoffer { next_ts(tx, now)? } else { row.ts_flusso };
             tx.prepare_cached(
                 "UPDATE siuss_flussi SET stato = ?2, esito = ?3, esito_messaggio = ?4, esito_key = ?5, esito_at = ?6,
                     id_acquisizione_siuss = COALESCE(?7, id_acquisizione_siuss),
@@ -393,54 +389,43 @@ fn record_esiti(
             )?
             .execute(params![
                 e.id_flusso,
-                stato,
+                fx.stato,
                 e.codice,
-                messaggio,
+                fx.messaggio,
                 key,
                 now,
                 e.id_acquisizione_siuss,
                 e.codice_siuss,
                 new_ts
             ])?;
-            match stato {
-                stato::TO_CORRECT if overtaken => {
-                    detail.push_str(": to_correct, overtaken by a later flusso")
-                }
-                stato::TO_CORRECT if row.operazione == "I" => {
-                    // INPS does not hold it: a later correction must not cancel it.
+            match fx.holding(&row) {
+                Holding::Refused => {
                     tx.prepare_cached(
                         "UPDATE siuss_prestazioni SET current_flusso = NULL
                          WHERE ente = ?1 AND id_prestazione = ?2 AND current_flusso = ?3",
                     )?
                     .execute(params![row.ente, row.id_prestazione, row.id_flusso])?;
-                    detail.push_str(": to_correct");
                 }
-                stato::TO_CORRECT => detail.push_str(": to_correct"),
-                stato::ACQUIRED => {
-                    if row.operazione == "I" {
-                        // An acquisition after a refusal: INPS holds it after all.
-                        tx.prepare_cached(
-                            "UPDATE siuss_prestazioni SET current_flusso = ?3
-                             WHERE ente = ?1 AND id_prestazione = ?2 AND current_flusso IS NULL
-                               AND event_id = ?4 AND annullata = 0",
-                        )?
-                        .execute(params![
-                            row.ente,
-                            row.id_prestazione,
-                            row.id_flusso,
-                            row.event_id
-                        ])?;
-                    }
-                    if let Some(id) = &e.id_acquisizione_siuss {
-                        detail.push_str(&format!(", id_acquisizione_siuss {id}"));
-                    }
+                Holding::Acquired => {
+                    tx.prepare_cached(
+                        "UPDATE siuss_prestazioni SET current_flusso = ?3
+                         WHERE ente = ?1 AND id_prestazione = ?2 AND current_flusso IS NULL
+                           AND event_id = ?4 AND annullata = 0",
+                    )?
+                    .execute(params![
+                        row.ente,
+                        row.id_prestazione,
+                        row.id_flusso,
+                        row.event_id
+                    ])?;
                 }
-                _ => detail.push_str(": re-offered"),
+                Holding::Unchanged => {}
             }
-        }
-        let entry =
-            Entry::new(Action::SiussEsito, actor).tenant(&row.tenant).event(&row.event_id).detail(detail);
-        append(tx, head, &entry, now)?;
+            Some(fx)
+        } else {
+            None
+        };
+        append(tx, head, &esito_entry(e, effect.as_ref(), &row, actor), now)?;
         out.applied.push(EsitoApplied { id_flusso: e.id_flusso.clone(), codice: e.codice.clone(), changed });
     }
     Ok(out)
