@@ -62,9 +62,20 @@ const PATH: &str = "/v1/adapters/isee/consultazioni";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attestation_becomes_one_event_without_the_codice_fiscale() {
+    attestation_becomes_one_event("").await;
+}
+
+/// The same in cluster mode (PostgreSQL store and queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attestation_becomes_one_event_in_cluster_mode() {
+    let db = PgDb::create().await;
+    attestation_becomes_one_event(&db.store_config()).await;
+}
+
+async fn attestation_becomes_one_event(store: &str) {
     let sim = inps::start().await;
     let rx = Receiver::start(Mode::Ok).await;
-    let gw = Gateway::start_with(&rx.url, "", &isee_config(&sim)).await;
+    let gw = Gateway::start_with(&rx.url, "", &format!("{}{store}", isee_config(&sim))).await;
 
     let (status, v) = gw.post_json(KEY_A, PATH, richiesta(inps::CF_OK)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
