@@ -19,12 +19,11 @@ use tokio_postgres::Row;
 
 use super::write::Chain;
 use super::{execute, query, query_opt, PgStore};
+// The event type the web-upload export reads.
+use crate::coop::PRESTAZIONE;
 use crate::store::siuss::*;
 use crate::store::{now_ms, StoreError, StoreResult};
 use csi_gateway_sdk::BoxFuture;
-
-/// The event type the web-upload export reads.
-pub(super) const PRESTAZIONE: &str = "it.lombardia.csi.prestazione.erogata.v1";
 
 /// Keeps the export's projection of a group's new prestazione events, with one upsert: the
 /// latest event of each prestazione wins, in acceptance order (`received_at`, then id).
