@@ -13,7 +13,7 @@ use crate::config::{LimitsConfig, Role};
 use crate::contracts::{Contracts, FieldError};
 use crate::metrics::Metrics;
 use crate::routing::Router;
-use crate::store::siuss::{PersonaRow, ValutazioneRow};
+use crate::store::siuss::{ExportKey, PersonaRow, ValutazioneRow};
 use crate::store::{Acceptance, NewEvent, ProgettoRow, Projection, Store, StoreError};
 
 /// What one submitted event became.
@@ -337,6 +337,14 @@ fn projections(id: &str, event_type: &str, event: &Value) -> Vec<Projection> {
             data_valutazione,
             event_id: id.to_string(),
         })];
+    }
+    if event_type == crate::coop::PRESTAZIONE {
+        let (Some(tenant), Some(id_prestazione), Some(pseudonimo)) =
+            (text(&event["tenant"]), text(&data["idPrestazione"]), text(&data["beneficiario"]["pseudonimo"]))
+        else {
+            return Vec::new();
+        };
+        return vec![Projection::PrestazioneExport(ExportKey { tenant, id_prestazione, pseudonimo })];
     }
     if !event_type.starts_with("it.lombardia.csi.progetto.approvato.") {
         return Vec::new();

@@ -85,6 +85,9 @@ pub enum Projection {
     Persona(siuss::PersonaRow),
     /// The latest valutazione with a SINA assessment (from `valutazione.registrata`).
     ValutazioneSina(siuss::ValutazioneRow),
+    /// Where a prestazione sits in the web-upload export (from `prestazione.erogata`). The
+    /// PostgreSQL store keeps it; the embedded store indexes the event body instead.
+    PrestazioneExport(siuss::ExportKey),
 }
 
 /// An approved progetto as the coop checks need it.

@@ -421,6 +421,14 @@ fn overtaken_message(e: &EsitoIn) -> String {
     )
 }
 
+/// A prestazione event's place in the export: its tenant, `idPrestazione` and beneficiary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportKey {
+    pub tenant: String,
+    pub id_prestazione: String,
+    pub pseudonimo: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportCursor {
     pub pseudonimo: String,

@@ -745,7 +745,8 @@ fn project(tx: &Transaction<'_>, p: &Projection, now: i64) -> StoreResult<()> {
         Projection::Persona(r) => siuss::project_persona(tx, r, now)?,
         Projection::ValutazioneSina(r) => siuss::project_valutazione(tx, r)?,
         // Written set-based by `accept`.
-        Projection::CoopDelivery(_) => {}
+        // Written by `accept`; the export reads the events' own indexes.
+        Projection::CoopDelivery(_) | Projection::PrestazioneExport(_) => {}
     }
     Ok(())
 }

@@ -32,34 +32,18 @@ pub(super) async fn project_prestazioni(
     new: &[&crate::store::NewEvent],
     received_at: i64,
 ) -> StoreResult<()> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        data: Data,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Data {
-        id_prestazione: Option<String>,
-        beneficiario: Option<Beneficiario>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Beneficiario {
-        pseudonimo: Option<String>,
-    }
     // (tenant, idPrestazione) → (event id, pseudonimo): the greatest id of the group.
-    let mut latest: HashMap<(&str, String), (&str, String)> = HashMap::new();
-    for ev in new.iter().filter(|e| e.event_type == PRESTAZIONE) {
-        let Ok(b) = serde_json::from_slice::<Body>(&ev.body) else { continue };
-        let (Some(id_prestazione), Some(pseudonimo)) =
-            (b.data.id_prestazione, b.data.beneficiario.and_then(|b| b.pseudonimo))
-        else {
-            continue;
-        };
-        let slot = latest
-            .entry((ev.tenant.as_str(), id_prestazione))
-            .or_insert((ev.id.as_str(), pseudonimo.clone()));
-        if ev.id.as_str() > slot.0 {
-            *slot = (ev.id.as_str(), pseudonimo);
+    let mut latest: HashMap<(&str, &str), (&str, &str)> = HashMap::new();
+    for ev in new {
+        for p in &ev.projections {
+            if let crate::store::Projection::PrestazioneExport(k) = p {
+                let slot = latest
+                    .entry((k.tenant.as_str(), k.id_prestazione.as_str()))
+                    .or_insert((ev.id.as_str(), k.pseudonimo.as_str()));
+                if ev.id.as_str() > slot.0 {
+                    *slot = (ev.id.as_str(), k.pseudonimo.as_str());
+                }
+            }
         }
     }
     if latest.is_empty() {

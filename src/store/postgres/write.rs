@@ -427,8 +427,8 @@ async fn project(tx: &Transaction<'_>, p: &Projection, now: i64) -> StoreResult<
             )
             .await?;
         }
-        // Written set-based with the group (`store_coop_deliveries`).
-        Projection::CoopDelivery(_) => {}
+        // Written set-based with the group (`store_coop_deliveries`, `project_prestazioni`).
+        Projection::CoopDelivery(_) | Projection::PrestazioneExport(_) => {}
     }
     Ok(())
 }
