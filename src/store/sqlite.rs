@@ -187,6 +187,9 @@ impl SqliteStore {
         // indexes at many places, and pages evicted mid-batch are read back from the file.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        // Statement journals (a multi-row INSERT keeps the pages it changes, to undo itself on a
+        // constraint error) in memory: in a temporary file they cost a write system call a page.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(siuss::SCHEMA)?;
         // Embedded mode has one process per file: whatever was in flight died with the last one.
