@@ -442,6 +442,35 @@ fn stored_event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent>
     })
 }
 
+/// A persona and its event's `data`, from `tenant, pseudonimo, codice_fiscale, event_id, body`.
+fn persona_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(PersonaRow, Value)> {
+    let body: Vec<u8> = r.get(4)?;
+    Ok((
+        PersonaRow {
+            tenant: r.get(0)?,
+            pseudonimo: r.get(1)?,
+            codice_fiscale: r.get(2)?,
+            event_id: r.get(3)?,
+        },
+        data_of(&body),
+    ))
+}
+
+/// A SINA valutazione and its event's `data`, from `tenant, pseudonimo, data_valutazione,
+/// event_id, body`.
+fn valutazione_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ValutazioneRow, Value)> {
+    let body: Vec<u8> = r.get(4)?;
+    Ok((
+        ValutazioneRow {
+            tenant: r.get(0)?,
+            pseudonimo: r.get(1)?,
+            data_valutazione: r.get(2)?,
+            event_id: r.get(3)?,
+        },
+        data_of(&body),
+    ))
+}
+
 fn persona_of(conn: &Connection, tenant: &str, pseudonimo: &str) -> StoreResult<Option<(PersonaRow, Value)>> {
     Ok(conn
         .prepare_cached(
@@ -449,18 +478,7 @@ fn persona_of(conn: &Connection, tenant: &str, pseudonimo: &str) -> StoreResult<
              FROM persone p JOIN events e ON e.id = p.event_id
              WHERE p.tenant = ?1 AND p.pseudonimo = ?2",
         )?
-        .query_row(params![tenant, pseudonimo], |r| {
-            let body: Vec<u8> = r.get(4)?;
-            Ok((
-                PersonaRow {
-                    tenant: r.get(0)?,
-                    pseudonimo: r.get(1)?,
-                    codice_fiscale: r.get(2)?,
-                    event_id: r.get(3)?,
-                },
-                data_of(&body),
-            ))
-        })
+        .query_row(params![tenant, pseudonimo], persona_from_row)
         .optional()?)
 }
 
@@ -475,18 +493,7 @@ fn valutazione_of(
              FROM valutazioni_sina v JOIN events e ON e.id = v.event_id
              WHERE v.tenant = ?1 AND v.pseudonimo = ?2",
         )?
-        .query_row(params![tenant, pseudonimo], |r| {
-            let body: Vec<u8> = r.get(4)?;
-            Ok((
-                ValutazioneRow {
-                    tenant: r.get(0)?,
-                    pseudonimo: r.get(1)?,
-                    data_valutazione: r.get(2)?,
-                    event_id: r.get(3)?,
-                },
-                data_of(&body),
-            ))
-        })
+        .query_row(params![tenant, pseudonimo], valutazione_from_row)
         .optional()?)
 }
 
@@ -549,18 +556,7 @@ fn export_page(
              FROM persone p JOIN events e ON e.id = p.event_id
              WHERE p.tenant = ?1 AND p.pseudonimo BETWEEN ?2 AND ?3 ORDER BY p.pseudonimo",
         )?
-        .query_map(params![tenant, lo, hi], |r| {
-            let body: Vec<u8> = r.get(4)?;
-            Ok((
-                PersonaRow {
-                    tenant: r.get(0)?,
-                    pseudonimo: r.get(1)?,
-                    codice_fiscale: r.get(2)?,
-                    event_id: r.get(3)?,
-                },
-                data_of(&body),
-            ))
-        })?
+        .query_map(params![tenant, lo, hi], persona_from_row)?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .peekable();
@@ -570,18 +566,7 @@ fn export_page(
              FROM valutazioni_sina v JOIN events e ON e.id = v.event_id
              WHERE v.tenant = ?1 AND v.pseudonimo BETWEEN ?2 AND ?3 ORDER BY v.pseudonimo",
         )?
-        .query_map(params![tenant, lo, hi], |r| {
-            let body: Vec<u8> = r.get(4)?;
-            Ok((
-                ValutazioneRow {
-                    tenant: r.get(0)?,
-                    pseudonimo: r.get(1)?,
-                    data_valutazione: r.get(2)?,
-                    event_id: r.get(3)?,
-                },
-                data_of(&body),
-            ))
-        })?
+        .query_map(params![tenant, lo, hi], valutazione_from_row)?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .peekable();
