@@ -37,6 +37,8 @@ pub struct CoopRun {
     pub bytes: usize,
     pub elapsed: Duration,
     pub peak_rss: u64,
+    /// The gateway's CPU time (user + system) during the upload, in seconds.
+    pub cpu: f64,
 }
 
 impl CoopRun {
@@ -194,6 +196,7 @@ pub async fn upload(
     let url = format!("{base}/v1/adapters/coop/erogazioni?mapping=coop-excel-csv&tenant={TENANT}");
     let bytes = sheet.len();
     let sampler = RssSampler::start(pid);
+    let cpu_before = crate::gateway::cpu_seconds(pid)?;
     let start = Instant::now();
     let resp = http
         .post(&url)
@@ -206,6 +209,7 @@ pub async fn upload(
     let status = resp.status();
     let text = resp.text().await.with_context(|| format!("reading the answer of POST {url}"))?;
     let elapsed = start.elapsed();
+    let cpu = crate::gateway::cpu_seconds(pid)? - cpu_before;
     let peak_rss = sampler.finish().await;
     if status != StatusCode::OK {
         bail!("POST {url} answered {status}, expected 200:\n{}", head(&text));
@@ -221,7 +225,7 @@ pub async fn upload(
             .unwrap_or(Value::Null);
         bail!("{accepted} of {rows} rows accepted (summary {s}); first other row: {problem}");
     }
-    Ok(CoopRun { rows, bytes, elapsed, peak_rss })
+    Ok(CoopRun { rows, bytes, elapsed, peak_rss, cpu })
 }
 
 /// The first 2,000 characters of an answer.

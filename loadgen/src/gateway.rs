@@ -262,6 +262,22 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
+/// CPU time (user + system) process `pid` has used so far, in seconds: fields 14 and 15 of
+/// `/proc/<pid>/stat`, in clock ticks of 1/100 s (`USER_HZ`, fixed at 100 on Linux).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("no ')' in {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<f64> {
+        let f = fields.get(i).with_context(|| format!("{path} has no field {}", i + 3))?;
+        Ok(f.parse::<u64>().with_context(|| format!("parsing field {} '{f}' of {path}", i + 3))? as f64)
+    };
+    // After ')': state is field 3, utime field 14, stime field 15.
+    Ok((tick(11)? + tick(12)?) / 100.0)
+}
+
 /// A loopback port free at this moment (bound, then released for the gateway to take).
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
