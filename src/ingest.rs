@@ -288,7 +288,11 @@ impl Pipeline {
                 }
             }
         }
-        let body = serde_json::to_vec(&value).unwrap_or_default();
+        // Sized for a typical event up front: growing a vector by doubling copies it each time.
+        let mut body = Vec::with_capacity(BODY_CAPACITY);
+        if serde_json::to_writer(&mut body, &value).is_err() {
+            body.clear();
+        }
         let projections = projections(&id, &event_type, &value);
         NewEvent {
             digest: audit::digest(&body),
@@ -306,6 +310,9 @@ impl Pipeline {
         }
     }
 }
+
+/// Bytes reserved for an event's JSON text before it is written (most events are 1–2 KiB).
+const BODY_CAPACITY: usize = 2048;
 
 /// Read models an accepted event feeds.
 fn projections(id: &str, event_type: &str, event: &Value) -> Vec<Projection> {

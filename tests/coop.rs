@@ -618,6 +618,87 @@ async fn a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited_on(s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_keeps_the_id_prestazione_of_the_event_it_corrects() {
+    a_correction_keeps_the_id_prestazione_of_the_event_it_corrects_on(None).await;
+}
+
+/// The same on the PostgreSQL store (cluster mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_keeps_the_id_prestazione_of_the_event_it_corrects_on_postgres() {
+    let db = PgDb::create().await;
+    a_correction_keeps_the_id_prestazione_of_the_event_it_corrects_on(Some(&db)).await;
+}
+
+/// A delivery's idPrestazione is `<cooperativa>/<record id>` when that is a valid identifier, a
+/// hash otherwise; a correction keeps whatever its event carried, including an idPrestazione an
+/// earlier version of the gateway gave it (simulated by rewriting the stored event).
+async fn a_correction_keeps_the_id_prestazione_of_the_event_it_corrects_on(db: Option<&PgDb>) {
+    let (rx, gw) = start_on(&db.map(PgDb::store_config).unwrap_or_default()).await;
+    publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+    // Two records of one operator; what changes between uploads is when each ends.
+    let records = |end_1: &'static str, end_2: &'static str| {
+        sheet(&[
+            line("IDP-01", "02/03/2026", "08.00", end_1, "OP-I1", "FRRNNA41C52F205P", "ASS.DOM"),
+            line("IDP#02", "02/03/2026", "10.30", end_2, "OP-I1", "VRDLCU45D55F205C", "ASS.DOM"),
+        ])
+    };
+    let first = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, records("10.00", "11.30")).await;
+    assert_eq!(first["summary"]["accepted"].as_u64(), Some(2), "{first}");
+    rx.wait_distinct(2, WAIT).await;
+    let id_prestazione = |report: &Value, n: u64| {
+        let id = row(report, n)["id"].as_str().expect("id").to_string();
+        let body = coop_bodies(&rx).into_iter().find(|b| b["id"] == id.as_str()).expect("delivered");
+        body["data"]["idPrestazione"].as_str().expect("idPrestazione").to_string()
+    };
+    assert_eq!(id_prestazione(&first, 2), "AURORA/IDP-01", "readable from the record id");
+    // '#' is not allowed in an identificativo: a hash of the record's key instead.
+    let hashed = id_prestazione(&first, 3);
+    assert!(
+        hashed.len() == 21
+            && hashed.starts_with("COOP-")
+            && hashed[5..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{hashed}"
+    );
+
+    // As an earlier version would have stored it: another idPrestazione for IDP-01.
+    let (from, to) = ("\"AURORA/IDP-01\"", "\"EROG-LEGACY-0001\"");
+    match db {
+        Some(db) => {
+            let n = db
+                .client()
+                .await
+                .execute(
+                    "UPDATE events SET body = convert_to(replace(convert_from(body, 'UTF8'), $1, $2), 'UTF8')
+                     WHERE position(convert_to($1, 'UTF8') in body) > 0",
+                    &[&from, &to],
+                )
+                .await
+                .expect("rewriting the stored event");
+            assert_eq!(n, 1);
+        }
+        None => {
+            let conn = rusqlite::Connection::open(gw.data_dir().join("gateway.db")).expect("open the store");
+            conn.busy_timeout(WAIT).expect("busy timeout");
+            let n = conn
+                .execute(
+                    "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), ?1, ?2) AS BLOB)
+                     WHERE instr(CAST(body AS TEXT), ?1) > 0",
+                    [from, to],
+                )
+                .expect("rewriting the stored event");
+            assert_eq!(n, 1);
+        }
+    }
+
+    // Both rows corrected (other end times): each keeps its event's idPrestazione.
+    let second = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, records("09.30", "11.00")).await;
+    assert_eq!(second["summary"]["corrected"].as_u64(), Some(2), "{second}");
+    rx.wait_distinct(4, WAIT).await;
+    assert_eq!(id_prestazione(&second, 2), "EROG-LEGACY-0001");
+    assert_eq!(id_prestazione(&second, 3), hashed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
     let (rx, gw) = start().await;
     publish(&gw, KEY_A, "F205", &sample_progetti()).await;

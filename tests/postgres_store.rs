@@ -421,7 +421,7 @@ async fn one_delivery_key_twice_in_a_group_keeps_the_later_and_audits_the_correc
     let delivery = |n: usize, minuti: i64| {
         let mut ev = new_event(n, Some(&format!("k-{n}")));
         ev.destinations.clear();
-        ev.projections.push(Projection::CoopDelivery(CoopDeliveryRow {
+        ev.projections.push(Projection::CoopDelivery(Box::new(CoopDeliveryRow {
             tenant: "F205".into(),
             key: "coop:AURORA:R-1".into(),
             cooperativa: "AURORA".into(),
@@ -440,7 +440,8 @@ async fn one_delivery_key_twice_in_a_group_keeps_the_later_and_audits_the_correc
             event_id: format!("ev-{n}"),
             upload_id: Some("u-1".into()),
             digest: format!("d-{minuti}"),
-        }));
+            id_prestazione: None,
+        })));
         ev
     };
     // An earlier upload, then one request holding the same record twice (corrected twice).

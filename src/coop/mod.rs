@@ -706,7 +706,7 @@ impl Coop {
                         },
                         Evaluated::Rejected(errors) => rejected(r.row, errors),
                         Evaluated::Submit(event, projection, c) => {
-                            out.events.push((event, vec![Projection::CoopDelivery(*projection)]));
+                            out.events.push((event, vec![Projection::CoopDelivery(projection)]));
                             out.candidates.push(c);
                             continue;
                         }
@@ -775,7 +775,7 @@ impl Coop {
         stored: &HashMap<String, CoopDeliveryRow>,
         tally: &mut Tally,
     ) -> Result<Evaluated, CoopError> {
-        let content = audit::digest(&serde_json::to_vec(d).unwrap_or_default());
+        let content = audit::digest_json(d);
         let (hash, content_prefix) = (key_hash(&key), digest_prefix(&content));
         if let Some(own) = &caller.cooperativa {
             if &d.cooperativa != own {
@@ -944,8 +944,13 @@ impl Coop {
         // cooperative's record sent to two comuni would be taken once.
         let scoped = format!("{tenant}:{key}");
         let short = &audit::digest(scoped.as_bytes())[..16];
+        // A correction keeps the idPrestazione of what it corrects, so that SIUSS replaces it.
+        let id_prestazione = stored
+            .get(&key)
+            .and_then(|p| p.id_prestazione.clone())
+            .unwrap_or_else(|| id_prestazione(d, short));
         let mut data = json!({
-            "idPrestazione": format!("COOP-{short}"),
+            "idPrestazione": id_prestazione,
             "beneficiario": { "pseudonimo": progetto.pseudonimo },
             "codicePrestazione": codice,
             "denominazione": denominazione,
@@ -997,6 +1002,7 @@ impl Coop {
             event_id: String::new(),
             upload_id: Some(upload_id.to_string()),
             digest: content,
+            id_prestazione: None,
         };
         Ok(Evaluated::Submit(event, Box::new(projection), Candidate { row, flags: violations, correction }))
     }
@@ -1269,6 +1275,26 @@ enum Evaluated {
 }
 
 /// Whether an intervento is given to `cooperativa`.
+/// The `idPrestazione` of a new delivery: `<cooperativa>/<record id>` when the cooperative gives
+/// its record id and the two make an interchange `identificativo` (letters, digits and `_.:/-`,
+/// starting with a letter or digit, at most 64 characters); otherwise `COOP-` and the first 16
+/// hex digits of the SHA-256 of `<tenant>:<key>` (`short`).
+///
+/// The readable form lets the comune and SIUSS trace a prestazione back to the cooperative's
+/// record. It also keeps the SIUSS export's `idPrestazione` index in insertion order when the
+/// cooperative numbers its records in sequence, as software does: a hash lands anywhere in it, and
+/// on a 100,000-row upload that rewrote most of the index's pages at every commit.
+fn id_prestazione(d: &Delivery, short: &str) -> String {
+    if let Some(record) = &d.id_record {
+        let id = format!("{}/{record}", d.cooperativa);
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b);
+        if id.len() <= 64 && id.as_bytes()[0].is_ascii_alphanumeric() && id.bytes().all(allowed) {
+            return id;
+        }
+    }
+    format!("COOP-{short}")
+}
+
 fn names(intervento: &Value, cooperativa: &str) -> bool {
     intervento["cooperativa"].as_str() == Some(cooperativa)
 }

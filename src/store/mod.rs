@@ -80,7 +80,7 @@ pub enum Projection {
     /// The active progetto of a beneficiary (from `progetto.approvato`).
     Progetto(ProgettoRow),
     /// A cooperative's delivery (from the coop adapter), keyed for corrections and monthly totals.
-    CoopDelivery(CoopDeliveryRow),
+    CoopDelivery(Box<CoopDeliveryRow>),
     /// The latest persona of a beneficiary (from `persona.registrata`).
     Persona(siuss::PersonaRow),
     /// The latest valutazione with a SINA assessment (from `valutazione.registrata`).
@@ -133,6 +133,9 @@ pub struct CoopDeliveryRow {
     pub upload_id: Option<String>,
     /// Digest of the delivery's content, to tell a correction from a re-send.
     pub digest: String,
+    /// `idPrestazione` of the delivery's event, which a correction keeps. Not a column: read from
+    /// the event by [`Projections::coop_deliveries`], `None` elsewhere.
+    pub id_prestazione: Option<String>,
 }
 
 /// What became of one submitted event.

@@ -1,7 +1,5 @@
 //! One record's program output → a checked [`Delivery`] or every reason it is not one.
 
-use std::collections::HashMap;
-
 use jaq_json::Val;
 use time::Date;
 
@@ -68,6 +66,11 @@ fn minutes(t: time::Time) -> u32 {
     u32::from(t.hour()) * 60 + u32::from(t.minute()) + u32::from(t.second() >= 30)
 }
 
+/// Position of a delivery field in [`FIELDS`].
+fn slot(field: &str) -> Option<usize> {
+    FIELDS.iter().position(|f| *f == field)
+}
+
 /// Checks one record's program output and, when nothing is wrong, records it in `checks`.
 pub(crate) fn build(
     mapping: &Mapping,
@@ -88,14 +91,15 @@ pub(crate) fn build(
         Err(message) => return RowOutcome::Rejected(vec![RowError::new(None, "mapping", message)]),
     };
     let mut errors = Vec::new();
-    let mut fields: HashMap<String, &Val> = HashMap::new();
+    // By position in FIELDS: a row looks its fields up a few dozen times.
+    let mut fields: Vec<Option<&Val>> = vec![None; FIELDS.len()];
     for (k, v) in obj.iter() {
         let key = match text(k) {
             Ok(Some(k)) => k,
             _ => continue,
         };
-        if FIELDS.contains(&key.as_str()) {
-            fields.insert(key, v);
+        if let Some(i) = slot(&key) {
+            fields[i] = Some(v);
         } else {
             errors.push(RowError::new(
                 None,
@@ -104,23 +108,20 @@ pub(crate) fn build(
             ));
         }
     }
-    let get = |f: &str| fields.get(f).copied().unwrap_or(&Val::Null);
+    let get = |f: &str| slot(f).and_then(|i| fields[i]).unwrap_or(&Val::Null);
     let col = |f: &str, v: Option<&str>| at.column(f, v);
 
     // Scalars as text; an array or object where text is expected is the mapping's mistake.
-    let mut texts: HashMap<&str, Option<String>> = HashMap::new();
-    for f in FIELDS.iter().copied().filter(|f| !matches!(*f, "checkin" | "checkout")) {
-        match text(get(f)) {
-            Ok(t) => {
-                texts.insert(f, t);
-            }
+    let mut texts: Vec<Option<String>> = vec![None; FIELDS.len()];
+    for (i, f) in FIELDS.iter().enumerate().filter(|(_, f)| !matches!(**f, "checkin" | "checkout")) {
+        match text(fields[i].unwrap_or(&Val::Null)) {
+            Ok(t) => texts[i] = t,
             Err(()) => {
-                errors.push(RowError::new(col(f, None), "mapping", format!("{f}: expected a single value")));
-                texts.insert(f, None);
+                errors.push(RowError::new(col(f, None), "mapping", format!("{f}: expected a single value")))
             }
         }
     }
-    let t = |f: &str| texts.get(f).cloned().flatten();
+    let t = |f: &str| slot(f).and_then(|i| texts[i].clone());
     let required = |errors: &mut Vec<RowError>, f: &str, what: &str| {
         errors.push(RowError::new(col(f, None), "required", format!("{what} is missing")));
     };

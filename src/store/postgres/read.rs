@@ -254,6 +254,7 @@ fn coop_from_row(r: &Row) -> StoreResult<CoopDeliveryRow> {
         event_id: r.try_get(15)?,
         upload_id: r.try_get(16)?,
         digest: r.try_get(17)?,
+        id_prestazione: None,
     })
 }
 
@@ -305,8 +306,19 @@ pub(super) async fn coop_deliveries<C: GenericClient>(
     tenant: &str,
     keys: &[String],
 ) -> StoreResult<Vec<CoopDeliveryRow>> {
-    let sql = format!("SELECT {COOP_COLUMNS} FROM coop_deliveries WHERE tenant = $1 AND key = ANY($2)");
-    query(c, &sql, &[&tenant, &keys]).await?.iter().map(coop_from_row).collect()
+    // With the `idPrestazione` of each row's event, which a correction keeps.
+    let columns: Vec<String> = COOP_COLUMNS.split(',').map(|c| format!("d.{}", c.trim())).collect();
+    let sql = format!(
+        "SELECT {}, convert_from(e.body, 'UTF8')::jsonb #>> '{{data,idPrestazione}}'
+         FROM coop_deliveries d LEFT JOIN events e ON e.id = d.event_id
+         WHERE d.tenant = $1 AND d.key = ANY($2)",
+        columns.join(", ")
+    );
+    query(c, &sql, &[&tenant, &keys])
+        .await?
+        .iter()
+        .map(|r| Ok(CoopDeliveryRow { id_prestazione: r.try_get(18)?, ..coop_from_row(r)? }))
+        .collect()
 }
 
 pub(super) async fn coop_month<C: GenericClient>(

@@ -307,7 +307,7 @@ async fn store_coop_deliveries(tx: &Transaction<'_>, new: &[&NewEvent]) -> Store
         .iter()
         .flat_map(|ev| {
             ev.projections.iter().filter_map(move |p| match p {
-                Projection::CoopDelivery(r) => Some((r, ev.id.as_str())),
+                Projection::CoopDelivery(r) => Some((&**r, ev.id.as_str())),
                 _ => None,
             })
         })
