@@ -440,12 +440,12 @@ fn apply(tx: &Transaction<'_>, head: &mut (i64, String), op: &mut Op) -> StoreRe
             Ok(Answer::Unit)
         }
         Op::SaveUploadRows(id, rows, _) => {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO coop_upload_rows (upload_id, row, report) VALUES (?1, ?2, ?3)",
-            )?;
+            // Each row of an upload is written once (the upload's id is new).
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(rows.len() * 3);
             for r in rows.iter() {
-                stmt.execute(params![&*id, r.row, r.json])?;
+                values.extend([&*id as &dyn ToSql, &r.row, &r.json]);
             }
+            insert_rows(tx, "INSERT OR IGNORE INTO coop_upload_rows (upload_id, row, report)", 3, &values)?;
             Ok(Answer::Unit)
         }
         Op::Complete(done, _) => {
@@ -621,6 +621,8 @@ fn accept<'a>(
             }
         }
     }
+    // Stored before this request: a new row for one of these keys replaces it.
+    let stored_before: Vec<(&str, &str)> = stored.keys().copied().collect();
 
     let mut out = Vec::with_capacity(events.len());
     let mut claimed: HashMap<(&str, &str), &str> = HashMap::new();
@@ -700,39 +702,56 @@ fn accept<'a>(
         7,
         &values,
     )?;
-    values.clear();
+    // The latest row of each key of the request (in request order, the later one stays), in the
+    // place of the first; the rows they replace are deleted, then all are inserted at once.
+    let mut rows: Vec<(&CoopDeliveryRow, &String)> = Vec::new();
+    let mut place: HashMap<(&str, &str), usize> = HashMap::new();
     for ev in &new {
         for p in &ev.projections {
             match p {
-                Projection::CoopDelivery(r) => values.extend([
-                    &r.tenant as &dyn ToSql,
-                    &r.key,
-                    &r.cooperativa,
-                    &r.id_progetto,
-                    &r.pseudonimo,
-                    &r.tipo_servizio,
-                    &r.codice_prestazione,
-                    &r.denominazione,
-                    &r.area_utenza,
-                    &r.data,
-                    &r.mese,
-                    &r.minuti,
-                    &r.importo_cents,
-                    &r.quota_utente_cents,
-                    &r.flag,
-                    // The row names the event it came with.
-                    &ev.id,
-                    &r.upload_id,
-                    &r.digest,
-                ]),
+                Projection::CoopDelivery(r) => match place.get(&(r.tenant.as_str(), r.key.as_str())) {
+                    Some(&i) => rows[i] = (r, &ev.id),
+                    None => {
+                        place.insert((r.tenant.as_str(), r.key.as_str()), rows.len());
+                        rows.push((r, &ev.id));
+                    }
+                },
                 other => project(tx, other, now)?,
             }
         }
     }
-    // In request order: of two rows with one key, the later one stays.
+    let mut delete = tx.prepare_cached("DELETE FROM coop_deliveries WHERE tenant = ?1 AND key = ?2")?;
+    for (tenant, key) in stored_before.into_iter().filter(|k| place.contains_key(k)) {
+        delete.execute(params![tenant, key])?;
+    }
+    values.clear();
+    for (r, event_id) in &rows {
+        values.extend([
+            &r.tenant as &dyn ToSql,
+            &r.key,
+            &r.cooperativa,
+            &r.id_progetto,
+            &r.pseudonimo,
+            &r.tipo_servizio,
+            &r.codice_prestazione,
+            &r.denominazione,
+            &r.area_utenza,
+            &r.data,
+            &r.mese,
+            &r.minuti,
+            &r.importo_cents,
+            &r.quota_utente_cents,
+            &r.flag,
+            // The row names the event it came with.
+            event_id,
+            &r.upload_id,
+            &r.digest,
+        ]);
+    }
+    // No conflict is left: OR IGNORE spares the statement journal (see `insert_rows`).
     insert_rows(
         tx,
-        "INSERT OR REPLACE INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
+        "INSERT OR IGNORE INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
             tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
             importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)",
         18,
@@ -1287,6 +1306,54 @@ mod tests {
         let out = store.accept(vec![event(1, Some("k")), event(2, Some("k"))], vec![]).await.unwrap();
         assert_eq!(out, vec![Acceptance::New("ev-1".into()), Acceptance::Duplicate("ev-1".into())]);
         assert!(store.event("ev-2".into()).await.unwrap().is_none());
+    }
+
+    /// A delivery of record R-1 carried by event `n`, lasting `minuti`.
+    fn delivery(n: usize, minuti: i64) -> NewEvent {
+        let mut ev = event(n, Some(&format!("k-{n}")));
+        ev.destinations.clear();
+        let text = |s: &str| s.to_string();
+        ev.projections.push(Projection::CoopDelivery(Box::new(CoopDeliveryRow {
+            tenant: text("F205"),
+            key: text("coop:AURORA:R-1"),
+            cooperativa: text("AURORA"),
+            id_progetto: text("PRG-1"),
+            pseudonimo: text("ben-1"),
+            tipo_servizio: text("SAD"),
+            codice_prestazione: text("A1.16"),
+            denominazione: text("Assistenza domiciliare"),
+            area_utenza: text("2"),
+            data: text("2026-03-02"),
+            mese: text("2026-03"),
+            minuti,
+            importo_cents: minuti * 30,
+            quota_utente_cents: 0,
+            flag: None,
+            event_id: String::new(),
+            upload_id: None,
+            digest: format!("d-{minuti}"),
+            id_prestazione: None,
+        })));
+        ev
+    }
+
+    #[tokio::test]
+    async fn one_delivery_key_twice_in_a_commit_keeps_the_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.accept(vec![delivery(1, 60)], vec![]).await.unwrap();
+        // Stored, then corrected twice in one request: the last version is the row.
+        let out = store.accept(vec![delivery(2, 90), delivery(3, 120)], vec![]).await.unwrap();
+        assert_eq!(out, vec![Acceptance::New("ev-2".into()), Acceptance::New("ev-3".into())]);
+        let rows = store.coop_deliveries("F205".into(), vec!["coop:AURORA:R-1".into()]).await.unwrap();
+        let got: Vec<(&str, i64)> = rows.iter().map(|r| (r.event_id.as_str(), r.minuti)).collect();
+        assert_eq!(got, vec![("ev-3", 120)]);
+        let corrected = store
+            .audit_page(AuditFilter { action: Some("corrected".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(corrected.len(), 2, "{corrected:?}");
+        assert!(store.audit_verify().await.unwrap().ok);
     }
 
     #[tokio::test]
