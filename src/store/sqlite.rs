@@ -201,9 +201,14 @@ fn checkpoint_beside(writer: &mut Connection, path: &Path) -> StoreResult<()> {
     // Replaces SQLite's automatic checkpoint, which is a WAL hook too.
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
         if copied.swap(false, Ordering::AcqRel) || pages >= WAL_WRITER_CHECKPOINT_PAGES {
-            wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE)?;
+            // The commit has happened whatever this does: an error returned here would make it
+            // look failed to the writer. SQLite's own automatic checkpoint ignores it too.
+            if let Err(e) = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE) {
+                tracing::warn!(error = %e, "WAL checkpoint by the store writer failed; the next one retries");
+            }
         } else if pages >= WAL_CHECKPOINT_PAGES && !running.swap(true, Ordering::AcqRel) {
-            // Full only if the thread was just woken: it will see everything committed so far.
+            // The thread was idle, so the channel is empty; the thread checkpoints all that is
+            // committed when it runs. It is gone only if the store is closing.
             let _ = wake.try_send(());
         }
         Ok(())
