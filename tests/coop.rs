@@ -698,6 +698,70 @@ async fn a_correction_keeps_the_id_prestazione_of_the_event_it_corrects_on(db: O
     assert_eq!(id_prestazione(&second, 3), hashed);
 }
 
+/// A gateway killed (-9) in the middle of a cooperative's upload, then restarted: the cooperative
+/// sends the same file again, and every row is there exactly once — those committed before the
+/// crash as duplicates naming their events, the others accepted — and the audit chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_by_a_crash_is_completed_by_sending_the_file_again() {
+    const ROWS: usize = 12_000;
+    // A file of 0.9 MB: above the other tests' upload limit.
+    let rx = Receiver::start(Mode::Ok).await;
+    let config =
+        coop_config().replace(&format!("max_upload_bytes = {MAX_UPLOAD}"), "max_upload_bytes = 8388608");
+    let mut gw = Gateway::start_with(&rx.url, "", &config).await;
+    publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+    // One operator a row (no overlaps), SAD in March 2026 for a beneficiary with a progetto.
+    let mut csv = format!("{HEADER}\r\n");
+    for i in 0..ROWS {
+        csv.push_str(&format!(
+            "CUT-{i:05};{:02}/03/2026;08.00;08.30;OP-K{i};FRRNNA41C52F205P;;ASS.DOM;1,0;\r\n",
+            1 + i % 28
+        ));
+    }
+    const ACCEPTED: &str = "csi_gateway_events_accepted_total";
+    let before = gw.metric(ACCEPTED).await;
+
+    let (http, url) = (
+        gw.http.clone(),
+        format!("{}/v1/adapters/coop/erogazioni?mapping=coop-excel-csv&tenant=F205", gw.base),
+    );
+    let body = csv.clone();
+    let first = tokio::spawn(async move {
+        let resp =
+            http.post(url).bearer_auth(KEY_AURORA).header("content-type", CSV).body(body).send().await?;
+        resp.text().await
+    });
+    // Killed once some chunks are committed and long before the last.
+    let deadline = std::time::Instant::now() + WAIT;
+    while gw.metric(ACCEPTED).await < before + 2_000.0 {
+        assert!(std::time::Instant::now() < deadline, "the upload did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.kill9_and_restart().await;
+    let cut = first.await.expect("upload task");
+    assert!(cut.is_err(), "the upload was answered before the crash: {:?}", cut.map(|t| t.len()));
+
+    let again = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, csv).await;
+    let s = &again["summary"];
+    let (new, duplicates) = (s["accepted"].as_u64().unwrap_or(0), s["duplicates"].as_u64().unwrap_or(0));
+    assert!(duplicates >= 2_000 && new >= 1, "some rows were stored before the crash, some not: {s}");
+    assert_eq!(new + duplicates, ROWS as u64, "every row accepted or a duplicate: {s}");
+    let ids: HashSet<&str> =
+        again["rows"].as_array().expect("rows").iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), ROWS, "each row names its own event");
+
+    // Each row became one prestazione, delivered; none twice.
+    rx.wait_distinct(ROWS, WAIT).await;
+    let bodies = coop_bodies(&rx);
+    let events: HashSet<&str> = bodies.iter().filter_map(|b| b["id"].as_str()).collect();
+    let prestazioni: HashSet<&str> =
+        bodies.iter().filter_map(|b| b["data"]["idPrestazione"].as_str()).collect();
+    assert_eq!((events.len(), prestazioni.len()), (ROWS, ROWS));
+    assert_eq!(events, ids, "the events delivered are those the report names");
+    let (_, v) = gw.get(KEY_AUDITOR, "/v1/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
     let (rx, gw) = start().await;

@@ -354,11 +354,17 @@ impl Gateway {
 
     /// Deliveries this instance made to `cartella-vendor-a` (its `/metrics`).
     pub async fn delivered_count(&self) -> f64 {
+        self.metric("csi_gateway_deliveries_total{destination=\"cartella-vendor-a\"}").await
+    }
+
+    /// The value of one series of this instance's `/metrics` (name and labels as printed); 0 when
+    /// it is not there yet.
+    pub async fn metric(&self, series: &str) -> f64 {
         let metrics =
             self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
         metrics
             .lines()
-            .find(|l| l.starts_with("csi_gateway_deliveries_total{destination=\"cartella-vendor-a\"}"))
+            .find(|l| l.rsplit_once(' ').is_some_and(|(name, _)| name == series))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0.0)
