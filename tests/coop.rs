@@ -703,12 +703,23 @@ async fn a_correction_keeps_the_id_prestazione_of_the_event_it_corrects_on(db: O
 /// crash as duplicates naming their events, the others accepted — and the audit chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_by_a_crash_is_completed_by_sending_the_file_again() {
+    an_upload_cut_by_a_crash_is_completed_by_sending_the_file_again_on("").await;
+}
+
+/// The same on the PostgreSQL store (cluster mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_by_a_crash_is_completed_by_sending_the_file_again_on_postgres() {
+    let db = PgDb::create().await;
+    an_upload_cut_by_a_crash_is_completed_by_sending_the_file_again_on(&db.store_config()).await;
+}
+
+async fn an_upload_cut_by_a_crash_is_completed_by_sending_the_file_again_on(store: &str) {
     const ROWS: usize = 12_000;
     // A file of 0.9 MB: above the other tests' upload limit.
     let rx = Receiver::start(Mode::Ok).await;
     let config =
         coop_config().replace(&format!("max_upload_bytes = {MAX_UPLOAD}"), "max_upload_bytes = 8388608");
-    let mut gw = Gateway::start_with(&rx.url, "", &config).await;
+    let mut gw = Gateway::start_with(&rx.url, "", &format!("{config}{store}")).await;
     publish(&gw, KEY_A, "F205", &sample_progetti()).await;
     // One operator a row (no overlaps), SAD in March 2026 for a beneficiary with a progetto.
     let mut csv = format!("{HEADER}\r\n");
