@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sha2::{Digest, Sha256};
-
 use crate::config::{ClientConfig, Role};
 
 /// An authenticated API caller.
@@ -82,7 +80,7 @@ impl Clients {
 
 /// Lower-case hex SHA-256 of an API key, as written in `api_key_sha256`.
 pub fn hash_key(api_key: &str) -> String {
-    hex::encode(Sha256::digest(api_key.as_bytes()))
+    crate::audit::digest(api_key.as_bytes())
 }
 
 #[cfg(test)]

@@ -222,7 +222,7 @@ impl<R: Read> Digesting<R> {
     /// Lower-case hex digest of everything read.
     fn finish(self) -> String {
         use sha2::Digest;
-        hex::encode(self.hash.finalize())
+        audit::hex_of(self.hash.finalize().into())
     }
 }
 
