@@ -166,6 +166,12 @@ enum AuditCommand {
     Verify,
 }
 
+/// jemalloc instead of the system allocator: a bulk upload allocates and frees millions of small
+/// JSON values and strings, many of them on another thread than the one that made them, where
+/// glibc's allocator spent about a fifth of the gateway's CPU (measured in `BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
