@@ -14,6 +14,9 @@ need_pkg() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# A C compiler and make, for the parts of the binary written in C.
+./scripts/build-deps.sh
+
 # Tools the tests call: xmllint for XSD validation of generated XML.
 command -v xmllint >/dev/null || need_pkg libxml2-utils
 
