@@ -1276,7 +1276,6 @@ enum Evaluated {
     Submit(Value, Box<CoopDeliveryRow>, Candidate),
 }
 
-/// Whether an intervento is given to `cooperativa`.
 /// The `idPrestazione` of a new delivery: `<cooperativa>/<record id>` when the cooperative gives
 /// its record id and the two make an interchange `identificativo` (letters, digits and `_.:/-`,
 /// starting with a letter or digit, at most 64 characters); otherwise `COOP-` and the first 16
@@ -1297,6 +1296,7 @@ fn id_prestazione(d: &Delivery, short: &str) -> String {
     format!("COOP-{short}")
 }
 
+/// Whether an intervento is given to `cooperativa`.
 fn names(intervento: &Value, cooperativa: &str) -> bool {
     intervento["cooperativa"].as_str() == Some(cooperativa)
 }

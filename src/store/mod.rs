@@ -107,6 +107,18 @@ pub struct ProgettoRow {
 /// `(id_progetto, tipo_servizio, mese)`: the unit the authorized monthly hours apply to.
 pub type MonthGroup = (String, String, String);
 
+/// The columns of a `progetti` row, in [`ProgettoRow`]'s order (both stores read them so).
+pub(crate) const PROGETTO_COLUMNS: &str =
+    "tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id";
+/// The columns of a `coop_deliveries` row, in [`CoopDeliveryRow`]'s order.
+pub(crate) const COOP_COLUMNS: &str = "tenant, key, cooperativa, id_progetto, pseudonimo, tipo_servizio, codice_prestazione,
+    denominazione, area_utenza, data, mese, minuti, importo_cents, quota_utente_cents, flag, event_id, upload_id, digest";
+
+/// [`COOP_COLUMNS`] of the table aliased `alias` in a join.
+pub(crate) fn coop_columns_of(alias: &str) -> String {
+    COOP_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
 /// One accepted cooperative delivery.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CoopDeliveryRow {

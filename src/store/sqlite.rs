@@ -1152,11 +1152,6 @@ fn coop_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CoopDeliveryRow> {
     })
 }
 
-const PROGETTO_COLUMNS: &str =
-    "tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id";
-const COOP_COLUMNS: &str = "tenant, key, cooperativa, id_progetto, pseudonimo, tipo_servizio, codice_prestazione,
-    denominazione, area_utenza, data, mese, minuti, importo_cents, quota_utente_cents, flag, event_id, upload_id, digest";
-
 impl Projections for SqliteStore {
     fn progetto(
         &self,
@@ -1219,12 +1214,11 @@ impl Projections for SqliteStore {
         self.read(move |conn| {
             let keys = serde_json::to_string(&keys).unwrap_or_default();
             // With the `idPrestazione` of each row's event, which a correction keeps.
-            let columns: Vec<String> = COOP_COLUMNS.split(',').map(|c| format!("d.{}", c.trim())).collect();
             let sql = format!(
                 "SELECT {}, json_extract(CAST(e.body AS TEXT), '$.data.idPrestazione')
                  FROM coop_deliveries d LEFT JOIN events e ON e.id = d.event_id
                  WHERE d.tenant = ?1 AND d.key IN (SELECT value FROM json_each(?2))",
-                columns.join(", ")
+                coop_columns_of("d")
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![tenant, keys], |r| {

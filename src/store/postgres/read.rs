@@ -215,11 +215,6 @@ pub(super) async fn verify_chain<C: GenericClient>(c: &C) -> StoreResult<Verific
     Ok(v.finish(head))
 }
 
-const PROGETTO_COLUMNS: &str =
-    "tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id";
-const COOP_COLUMNS: &str = "tenant, key, cooperativa, id_progetto, pseudonimo, tipo_servizio, codice_prestazione,
-    denominazione, area_utenza, data, mese, minuti, importo_cents, quota_utente_cents, flag, event_id, upload_id, digest";
-
 fn progetto_from_row(r: &Row) -> StoreResult<ProgettoRow> {
     let interventi: String = r.try_get(6)?;
     Ok(ProgettoRow {
@@ -307,12 +302,11 @@ pub(super) async fn coop_deliveries<C: GenericClient>(
     keys: &[String],
 ) -> StoreResult<Vec<CoopDeliveryRow>> {
     // With the `idPrestazione` of each row's event, which a correction keeps.
-    let columns: Vec<String> = COOP_COLUMNS.split(',').map(|c| format!("d.{}", c.trim())).collect();
     let sql = format!(
         "SELECT {}, convert_from(e.body, 'UTF8')::jsonb #>> '{{data,idPrestazione}}'
          FROM coop_deliveries d LEFT JOIN events e ON e.id = d.event_id
          WHERE d.tenant = $1 AND d.key = ANY($2)",
-        columns.join(", ")
+        coop_columns_of("d")
     );
     query(c, &sql, &[&tenant, &keys])
         .await?
