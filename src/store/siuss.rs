@@ -508,7 +508,8 @@ pub trait SiussStore: Send + Sync + 'static {
         after: Option<ExportCursor>,
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<ExportPage>>;
-    /// How many `prestazione.erogata` events (every version) a tenant has: the export's progress total.
+    /// How many prestazioni (the latest event of each `idPrestazione`) the export of a tenant reads:
+    /// its progress total.
     fn export_count(&self, tenant: String) -> BoxFuture<'_, StoreResult<u64>>;
     fn prestazione_state(
         &self,

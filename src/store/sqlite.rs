@@ -216,6 +216,43 @@ fn checkpoint_beside(writer: &mut Connection, path: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// Changes to a store written by an earlier release, in order, after [`SCHEMA`] has created what
+/// is missing: `PRAGMA user_version` counts those applied. Each runs in one transaction with its
+/// count, so a store is never left half-migrated. A new store takes them all (on empty tables).
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "the SIUSS export reads prestazioni_export instead of indexes on the events' JSON",
+    siuss::MIGRATION_EXPORT_TABLE,
+)];
+
+/// Whether the store on `conn` lacks tables or migrations of this release.
+fn pending_migrations(conn: &Connection) -> StoreResult<bool> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(version < MIGRATIONS.len() as i64)
+}
+
+/// Creates the tables and indexes that are missing, then applies the migrations not applied yet.
+fn create_and_migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(siuss::SCHEMA)?;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let Some((what, sql)) = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)) else {
+            if version > MIGRATIONS.len() as i64 {
+                return Err(StoreError(format!(
+                    "this store is at schema version {version}, written by a newer release of the gateway (this one knows {}); run that release, or restore a copy from before it",
+                    MIGRATIONS.len()
+                )));
+            }
+            return Ok(());
+        };
+        tracing::info!(version = version + 1, "store migration: {what}");
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+}
+
 fn open(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -242,8 +279,7 @@ impl SqliteStore {
         // Statement journals (a multi-row INSERT keeps the pages it changes, to undo itself on a
         // constraint error) in memory: in a temporary file they cost a write system call a page.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(siuss::SCHEMA)?;
+        create_and_migrate(&mut conn)?;
         checkpoint_beside(&mut conn, &path)?;
         // Embedded mode has one process per file: whatever was in flight died with the last one.
         conn.execute(
@@ -757,22 +793,22 @@ fn accept<'a>(
     )?;
     // The latest row of each key of the request (in request order, the later one stays), in the
     // place of the first; the rows they replace are deleted, then all are inserted at once.
-    let mut rows: Vec<(&CoopDeliveryRow, &String)> = Vec::new();
-    let mut place: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut coop_rows = Vec::new();
+    let mut export_keys = Vec::new();
     for ev in &new {
         for p in &ev.projections {
             match p {
-                Projection::CoopDelivery(r) => match place.get(&(r.tenant.as_str(), r.key.as_str())) {
-                    Some(&i) => rows[i] = (r, &ev.id),
-                    None => {
-                        place.insert((r.tenant.as_str(), r.key.as_str()), rows.len());
-                        rows.push((r, &ev.id));
-                    }
-                },
+                Projection::CoopDelivery(r) => {
+                    coop_rows.push(((r.tenant.as_str(), r.key.as_str()), (r, &ev.id)))
+                }
+                Projection::PrestazioneExport(k) => {
+                    export_keys.push(((k.tenant.as_str(), k.id_prestazione.as_str()), (k, &ev.id)))
+                }
                 other => project(tx, other, now)?,
             }
         }
     }
+    let (rows, place) = latest_by_key(coop_rows);
     let mut delete = tx.prepare_cached("DELETE FROM coop_deliveries WHERE tenant = ?1 AND key = ?2")?;
     for (tenant, key) in stored_before.into_iter().filter(|k| place.contains_key(k)) {
         delete.execute(params![tenant, key])?;
@@ -810,10 +846,48 @@ fn accept<'a>(
         18,
         &values,
     )?;
+    // The export's projection: the latest event of each prestazione replaces the one stored.
+    let (export, at) = latest_by_key(export_keys);
+    if !export.is_empty() {
+        let keys: Vec<&(&str, &str)> = at.keys().collect();
+        tx.prepare_cached(
+            "DELETE FROM prestazioni_export WHERE (tenant, id_prestazione) IN
+                (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+        )?
+        .execute([serde_json::to_string(&keys).unwrap_or_default()])?;
+        values.clear();
+        for (k, event_id) in &export {
+            values.extend([&k.tenant as &dyn ToSql, &k.id_prestazione, &k.pseudonimo, *event_id]);
+        }
+        insert_rows(
+            tx,
+            "INSERT OR IGNORE INTO prestazioni_export (tenant, id_prestazione, pseudonimo, event_id)",
+            4,
+            &values,
+        )?;
+    }
     Ok(out)
 }
 
-/// A read model of a new event (cooperative deliveries are written by [`accept`]).
+/// The latest of each key among `items` (in their order, a later item takes the first one's
+/// place), and where each key's item is.
+fn latest_by_key<K: Eq + std::hash::Hash, T>(items: Vec<(K, T)>) -> (Vec<T>, HashMap<K, usize>) {
+    let mut latest = Vec::with_capacity(items.len());
+    let mut place = HashMap::with_capacity(items.len());
+    for (k, item) in items {
+        match place.get(&k) {
+            Some(&i) => latest[i] = item,
+            None => {
+                place.insert(k, latest.len());
+                latest.push(item);
+            }
+        }
+    }
+    (latest, place)
+}
+
+/// A read model of a new event (cooperative deliveries and the export's keys are written by
+/// [`accept`]).
 fn project(tx: &Transaction<'_>, p: &Projection, now: i64) -> StoreResult<()> {
     match p {
         Projection::Progetto(r) => {
@@ -838,7 +912,6 @@ fn project(tx: &Transaction<'_>, p: &Projection, now: i64) -> StoreResult<()> {
         Projection::Persona(r) => siuss::project_persona(tx, r, now)?,
         Projection::ValutazioneSina(r) => siuss::project_valutazione(tx, r)?,
         // Written set-based by `accept`.
-        // Written by `accept`; the export reads the events' own indexes.
         Projection::CoopDelivery(_) | Projection::PrestazioneExport(_) => {}
     }
     Ok(())

@@ -494,16 +494,21 @@ impl Receiver {
         self.inner.calls.load(Ordering::SeqCst)
     }
 
-    /// Waits until `n` distinct events were delivered.
+    /// Waits until `n` distinct events were delivered; fails when none more arrives for `within`
+    /// (a stalled delivery, whatever the speed of the machine).
     pub async fn wait_distinct(&self, n: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.delivered().len() < n {
+        let mut seen = self.delivered().len();
+        let mut deadline = Instant::now() + within;
+        while seen < n {
             assert!(
                 Instant::now() < deadline,
-                "only {} of {n} events delivered in time",
-                self.delivered().len()
+                "only {seen} of {n} events delivered: none more for {within:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.delivered().len();
+            if now > seen {
+                (seen, deadline) = (now, Instant::now() + within);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! never finds later a flusso with a smaller one.
 //!
 //! The export reads `prestazioni_export`, one row per `(tenant, idPrestazione)` naming its latest
-//! event, kept at acceptance (an embedded store finds the same rows with indexes on the JSON body).
+//! event, kept at acceptance (the embedded store keeps a table of the same name).
 //! The tables are migration 3 (`schema.rs`).
 
 use std::collections::HashMap;
@@ -19,8 +19,6 @@ use tokio_postgres::Row;
 
 use super::write::Chain;
 use super::{execute, query, query_opt, PgStore};
-// The event type the web-upload export reads.
-use crate::coop::PRESTAZIONE;
 use crate::store::siuss::*;
 use crate::store::{now_ms, StoreError, StoreResult};
 use csi_gateway_sdk::BoxFuture;
@@ -536,12 +534,8 @@ impl SiussStore for PgStore {
     fn export_count(&self, tenant: String) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
             let c = self.client().await?;
-            let row = query_opt(
-                &c,
-                "SELECT count(*) FROM events WHERE tenant = $1 AND type = $2",
-                &[&tenant, &PRESTAZIONE],
-            )
-            .await?;
+            let row = query_opt(&c, "SELECT count(*) FROM prestazioni_export WHERE tenant = $1", &[&tenant])
+                .await?;
             let n: i64 = match row {
                 Some(r) => r.try_get(0)?,
                 None => 0,

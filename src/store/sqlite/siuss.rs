@@ -14,50 +14,35 @@ use crate::store::siuss::*;
 use crate::store::{StoreError, StoreResult};
 use csi_gateway_sdk::BoxFuture;
 
-/// The prestazione events the web-upload export reads, in beneficiary order (see [`export_page`]).
+/// The prestazione events the web-upload export reads.
 macro_rules! prestazione_type {
     () => {
         "'it.lombardia.csi.prestazione.erogata.v1'"
     };
 }
-/// `data.beneficiario.pseudonimo` of an event row (`$t` is the table alias with its dot, or "").
-macro_rules! pseudonimo_of {
-    ($t:literal) => {
-        concat!("json_extract(CAST(", $t, "body AS TEXT), '$.data.beneficiario.pseudonimo')")
-    };
-}
-/// `data.idPrestazione` of an event row.
-macro_rules! id_prestazione_of {
-    ($t:literal) => {
-        concat!("json_extract(CAST(", $t, "body AS TEXT), '$.data.idPrestazione')")
-    };
-}
 
-/// Two partial indexes on the prestazione events, for the export: by beneficiary (to group each
-/// beneficiary's prestazioni without sorting in memory) and by `idPrestazione` (to keep only the
-/// latest event of each). The body is JSON text stored as a BLOB, hence the `CAST`; SQLite parses
-/// it once per inserted prestazione for both.
-macro_rules! export_indexes {
-    () => {
-        concat!(
-            "CREATE INDEX IF NOT EXISTS events_prestazione_beneficiario ON events (tenant, ",
-            pseudonimo_of!(""),
-            ", ",
-            id_prestazione_of!(""),
-            ") WHERE type = ",
-            prestazione_type!(),
-            ";\nCREATE INDEX IF NOT EXISTS events_prestazione_id ON events (tenant, ",
-            id_prestazione_of!(""),
-            ") WHERE type = ",
-            prestazione_type!(),
-            ";\n"
-        )
-    };
-}
-const EXPORT_INDEXES: &str = export_indexes!();
+/// Migration 1 of the embedded store (see `MIGRATIONS` in `sqlite.rs`): the export reads
+/// `prestazioni_export`, kept by the writer from each event's [`ExportKey`], instead of two
+/// partial indexes on the events' JSON body (which made SQLite parse every prestazione's body at
+/// insert, twice). The table is filled from the events already stored (the latest event of each
+/// `idPrestazione`, in insertion order) and the old indexes go.
+pub(super) const MIGRATION_EXPORT_TABLE: &str = concat!(
+    "DROP INDEX IF EXISTS events_prestazione_beneficiario;
+DROP INDEX IF EXISTS events_prestazione_id;
+INSERT OR REPLACE INTO prestazioni_export (tenant, id_prestazione, pseudonimo, event_id)
+SELECT tenant, id_prestazione, pseudonimo, id FROM (
+    SELECT tenant, id, max(rowid),
+           json_extract(CAST(body AS TEXT), '$.data.idPrestazione') AS id_prestazione,
+           json_extract(CAST(body AS TEXT), '$.data.beneficiario.pseudonimo') AS pseudonimo
+    FROM events WHERE type = ",
+    prestazione_type!(),
+    "
+    GROUP BY tenant, id_prestazione
+) WHERE id_prestazione IS NOT NULL AND pseudonimo IS NOT NULL;
+"
+);
 
-pub(super) const SCHEMA: &str = concat!(
-    r#"
+pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS persone (
     tenant         TEXT NOT NULL,
     pseudonimo     TEXT NOT NULL,
@@ -108,6 +93,14 @@ CREATE TABLE IF NOT EXISTS siuss_progressivi (
     last INTEGER NOT NULL,
     PRIMARY KEY (ente, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS prestazioni_export (
+    tenant         TEXT NOT NULL,
+    id_prestazione TEXT NOT NULL,
+    pseudonimo     TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    PRIMARY KEY (tenant, id_prestazione)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS prestazioni_export_order ON prestazioni_export (tenant, pseudonimo, id_prestazione);
 CREATE TABLE IF NOT EXISTS siuss_prestazioni (
     ente           TEXT NOT NULL,
     id_prestazione TEXT NOT NULL,
@@ -116,9 +109,7 @@ CREATE TABLE IF NOT EXISTS siuss_prestazioni (
     annullata      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (ente, id_prestazione)
 ) WITHOUT ROWID;
-"#,
-    export_indexes!()
-);
+"#;
 
 /// A write of the SIUSS adapter, run by the store's writer thread.
 pub(crate) enum WriteOp {
@@ -497,35 +488,13 @@ fn valutazione_of(
         .optional()?)
 }
 
-/// The export's page: the latest event of each `idPrestazione` (no later event of the tenant has
-/// the same one), by pseudonym then `idPrestazione`, after the cursor. Both orders come from the
-/// partial indexes of [`EXPORT_INDEXES`]; the keyset condition is written so that SQLite seeks
-/// the index to the cursor instead of scanning from the start.
-const EXPORT_PAGE: &str = concat!(
-    "SELECT e.id, e.body, ",
-    pseudonimo_of!("e."),
-    ", ",
-    id_prestazione_of!("e."),
-    " FROM events e WHERE e.tenant = ?1 AND e.type = ",
-    prestazione_type!(),
-    " AND ",
-    pseudonimo_of!("e."),
-    " >= ?2 AND (",
-    pseudonimo_of!("e."),
-    " > ?2 OR ",
-    id_prestazione_of!("e."),
-    " > ?3) AND NOT EXISTS (SELECT 1 FROM events l WHERE l.tenant = e.tenant AND l.type = ",
-    prestazione_type!(),
-    " AND ",
-    id_prestazione_of!("l."),
-    " = ",
-    id_prestazione_of!("e."),
-    " AND l.rowid > e.rowid) ORDER BY ",
-    pseudonimo_of!("e."),
-    ", ",
-    id_prestazione_of!("e."),
-    " LIMIT ?4"
-);
+/// The export's page: the latest event of each `idPrestazione`, by pseudonym then
+/// `idPrestazione`, after the cursor, in the order of `prestazioni_export_order` (the row-value
+/// condition seeks that index to the cursor).
+const EXPORT_PAGE: &str = "SELECT x.event_id, e.body, x.pseudonimo, x.id_prestazione
+    FROM prestazioni_export x JOIN events e ON e.id = x.event_id
+    WHERE x.tenant = ?1 AND (x.pseudonimo, x.id_prestazione) > (?2, ?3)
+    ORDER BY x.pseudonimo, x.id_prestazione LIMIT ?4";
 
 fn export_page(
     conn: &Connection,
@@ -590,7 +559,7 @@ impl SqliteStore {
     /// The store in `data_dir` opened for reading only, beside a gateway that may be running on it
     /// (the command line's SIUSS export): read connections only (WAL readers never block the
     /// gateway's writer), no writer thread (every write answers an error), and nothing handed back
-    /// to the queue. A store from before the export indexes gets them built once (a write).
+    /// to the queue. A store left by an earlier release is first brought up to date (a write, once).
     pub fn open_reader(data_dir: &Path) -> StoreResult<Arc<Self>> {
         let path = data_dir.join("gateway.db");
         if !path.is_file() {
@@ -599,18 +568,10 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        let conn = super::open(&path)?;
-        let present: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'index'
-             AND name IN ('events_prestazione_beneficiario', 'events_prestazione_id')",
-            [],
-            |r| r.get(0),
-        )?;
-        if present < 2 {
-            tracing::warn!(
-                "building the SIUSS export indexes of this store (once; the gateway builds them at start)"
-            );
-            conn.execute_batch(EXPORT_INDEXES)?;
+        let mut conn = super::open(&path)?;
+        if super::pending_migrations(&conn)? {
+            tracing::warn!("bringing this store up to date (once; the gateway does it at start)");
+            super::create_and_migrate(&mut conn)?;
         }
         let readers = Arc::new(vec![Mutex::new(conn)]);
         // No receiver: a write submitted here fails at once.
@@ -708,10 +669,7 @@ impl SiussStore for SqliteStore {
     fn export_count(&self, tenant: String) -> BoxFuture<'_, StoreResult<u64>> {
         self.read(move |conn| {
             let n: i64 = conn
-                .prepare_cached(concat!(
-                    "SELECT count(*) FROM events WHERE tenant = ?1 AND type = ",
-                    prestazione_type!()
-                ))?
+                .prepare_cached("SELECT count(*) FROM prestazioni_export WHERE tenant = ?1")?
                 .query_row([tenant], |r| r.get(0))?;
             Ok(n.max(0) as u64)
         })
@@ -817,6 +775,95 @@ mod tests {
             }],
             actor: "gateway".into(),
         }
+    }
+
+    /// A prestazione event `id` of beneficiary `who` for prestazione `idp`, with the export key
+    /// that ingestion gives it.
+    fn prestazione(id: &str, who: &str, idp: &str) -> crate::store::NewEvent {
+        let body = serde_json::json!({"id": id, "data": {"idPrestazione": idp, "beneficiario": {"pseudonimo": who}}});
+        crate::store::NewEvent {
+            id: id.into(),
+            source: "/test".into(),
+            event_type: "it.lombardia.csi.prestazione.erogata.v1".into(),
+            tenant: "F205".into(),
+            subject: None,
+            idempotency_key: None,
+            correlation_id: None,
+            body: body.to_string().into_bytes(),
+            digest: crate::audit::digest(b"x"),
+            destinations: Vec::new(),
+            actor: "tester".into(),
+            projections: vec![crate::store::Projection::PrestazioneExport(ExportKey {
+                tenant: "F205".into(),
+                id_prestazione: idp.into(),
+                pseudonimo: who.into(),
+            })],
+        }
+    }
+
+    async fn exported(store: &SqliteStore) -> Vec<(String, String, String)> {
+        let page = store.export_page("F205".into(), None, 100).await.unwrap();
+        page.rows.into_iter().map(|r| (r.pseudonimo, r.id_prestazione, r.event_id)).collect()
+    }
+
+    #[tokio::test]
+    async fn the_export_reads_the_latest_event_of_each_prestazione_also_from_a_store_of_an_earlier_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .accept(vec![prestazione("ev-1", "ben-b", "P-1"), prestazione("ev-2", "ben-a", "P-2")], vec![])
+            .await
+            .unwrap();
+        // P-1 corrected; P-3 sent twice in one request: the later one counts.
+        let again = vec![
+            prestazione("ev-3", "ben-b", "P-1"),
+            prestazione("ev-4", "ben-a", "P-3"),
+            prestazione("ev-5", "ben-a", "P-3"),
+        ];
+        store.accept(again, vec![]).await.unwrap();
+        let row = |who: &str, idp: &str, id: &str| (who.to_string(), idp.to_string(), id.to_string());
+        let expected =
+            vec![row("ben-a", "P-2", "ev-2"), row("ben-a", "P-3", "ev-5"), row("ben-b", "P-1", "ev-3")];
+        assert_eq!(exported(&store).await, expected);
+        assert_eq!(store.export_count("F205".into()).await.unwrap(), 3);
+        let after = ExportCursor { pseudonimo: "ben-a".into(), id_prestazione: "P-2".into() };
+        let page = store.export_page("F205".into(), Some(after), 1).await.unwrap();
+        assert_eq!(page.rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>(), ["ev-5"]);
+        drop(store);
+
+        // The same events as an earlier release left them: no export table, the export read
+        // indexes on the events' JSON, schema version 0.
+        let path = dir.path().join("gateway.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE prestazioni_export;
+             CREATE INDEX events_prestazione_beneficiario ON events (tenant,
+                json_extract(CAST(body AS TEXT), '$.data.beneficiario.pseudonimo'))
+                WHERE type = 'it.lombardia.csi.prestazione.erogata.v1';
+             PRAGMA user_version = 0;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(exported(&store).await, expected, "the table is filled from the stored events");
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 1);
+        let old: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'events_prestazione_beneficiario'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the index on the JSON is gone");
+
+        // A store written by a newer release is refused with a reason, not misread.
+        conn.execute_batch("PRAGMA user_version = 7").unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).err().expect("a newer store is refused");
+        assert!(err.to_string().contains("newer release"), "{err}");
     }
 
     #[tokio::test]
