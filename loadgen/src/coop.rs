@@ -39,6 +39,8 @@ pub struct CoopRun {
     pub peak_rss: u64,
     /// The gateway's CPU time (user + system) during the upload, in seconds.
     pub cpu: f64,
+    /// The part of `cpu` used by the embedded store's writer thread (0 on PostgreSQL).
+    pub writer_cpu: f64,
 }
 
 impl CoopRun {
@@ -197,6 +199,7 @@ pub async fn upload(
     let bytes = sheet.len();
     let sampler = RssSampler::start(pid);
     let cpu_before = crate::gateway::cpu_seconds(pid)?;
+    let writer_before = crate::gateway::thread_cpu_seconds(pid, WRITER_THREAD)?;
     let start = Instant::now();
     let resp = http
         .post(&url)
@@ -210,6 +213,7 @@ pub async fn upload(
     let text = resp.text().await.with_context(|| format!("reading the answer of POST {url}"))?;
     let elapsed = start.elapsed();
     let cpu = crate::gateway::cpu_seconds(pid)? - cpu_before;
+    let writer_cpu = crate::gateway::thread_cpu_seconds(pid, WRITER_THREAD)? - writer_before;
     let peak_rss = sampler.finish().await;
     if status != StatusCode::OK {
         bail!("POST {url} answered {status}, expected 200:\n{}", head(&text));
@@ -225,8 +229,11 @@ pub async fn upload(
             .unwrap_or(Value::Null);
         bail!("{accepted} of {rows} rows accepted (summary {s}); first other row: {problem}");
     }
-    Ok(CoopRun { rows, bytes, elapsed, peak_rss, cpu })
+    Ok(CoopRun { rows, bytes, elapsed, peak_rss, cpu, writer_cpu })
 }
+
+/// The name of the embedded store's writer thread (`src/store/sqlite.rs`).
+const WRITER_THREAD: &str = "store-writer";
 
 /// The first 2,000 characters of an answer.
 fn head(text: &str) -> &str {

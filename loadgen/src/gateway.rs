@@ -262,20 +262,42 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
-/// CPU time (user + system) process `pid` has used so far, in seconds: fields 14 and 15 of
-/// `/proc/<pid>/stat`, in clock ticks of 1/100 s (`USER_HZ`, fixed at 100 on Linux).
+/// CPU time (user + system) process `pid` has used so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(stat_cpu(&format!("/proc/{pid}/stat"))?.1)
+}
+
+/// CPU time (user + system) the threads of process `pid` named `name` (e.g. `store-writer`, the
+/// embedded store's writer) have used so far, in seconds.
+pub fn thread_cpu_seconds(pid: u32, name: &str) -> Result<f64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0.0;
+    for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let path = task.with_context(|| format!("reading {dir}"))?.path().join("stat");
+        // A thread may end between the listing and the read.
+        if let Ok((comm, cpu)) = stat_cpu(&path.to_string_lossy()) {
+            if comm == name {
+                total += cpu;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The command name and the CPU time (user + system, seconds) of a `/proc/.../stat` file: fields
+/// 2, 14 and 15, in clock ticks of 1/100 s (`USER_HZ`, fixed at 100 on Linux).
+fn stat_cpu(path: &str) -> Result<(String, f64)> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("no ')' in {path}"))?;
+    let (head, rest) = stat.rsplit_once(')').with_context(|| format!("no ')' in {path}"))?;
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default().to_string();
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| -> Result<f64> {
         let f = fields.get(i).with_context(|| format!("{path} has no field {}", i + 3))?;
         Ok(f.parse::<u64>().with_context(|| format!("parsing field {} '{f}' of {path}", i + 3))? as f64)
     };
     // After ')': state is field 3, utime field 14, stime field 15.
-    Ok((tick(11)? + tick(12)?) / 100.0)
+    Ok((comm, (tick(11)? + tick(12)?) / 100.0))
 }
 
 /// A loopback port free at this moment (bound, then released for the gateway to take).
@@ -353,4 +375,40 @@ to = ["{DESTINATION}"]
 /// A path as a TOML basic string (JSON string escaping is valid TOML).
 fn toml_string(path: &Path) -> String {
     serde_json::Value::String(path.to_string_lossy().into_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy thread of this process is found by its name, and only its CPU is counted.
+    #[test]
+    fn a_named_thread_s_cpu_is_counted_apart() {
+        let pid = std::process::id();
+        let (spun, done) = std::sync::mpsc::channel();
+        let busy = std::thread::Builder::new()
+            .name("loadgen-busy".into())
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < std::time::Duration::from_millis(600) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                // Still alive when measured: wait to be released.
+                spun.send(()).unwrap();
+                std::thread::park();
+                x
+            })
+            .unwrap();
+        done.recv().unwrap();
+        let named = thread_cpu_seconds(pid, "loadgen-busy").unwrap();
+        let none = thread_cpu_seconds(pid, "no-such-thread").unwrap();
+        let whole = cpu_seconds(pid).unwrap();
+        busy.thread().unpark();
+        busy.join().unwrap();
+        // 600 ms of spinning, even on a machine busy with other tests, is more than 50 ms of CPU.
+        assert!(named >= 0.05, "the busy thread used {named} s");
+        assert_eq!(none, 0.0);
+        assert!(whole >= named, "the process ({whole} s) includes its thread ({named} s)");
+    }
 }

@@ -452,12 +452,14 @@ async fn run(args: Args) -> Result<bool> {
                     });
                     report.notes.push(format!(
                         "coop: {} rows ({:.1} MB of CSV) uploaded in one request, all accepted in {:.2} s; \
-                         gateway CPU during the upload {:.2} s (user + system, {:.0} µs a row)",
+                         gateway CPU during the upload {:.2} s (user + system, {:.0} µs a row), \
+                         of which the store's writer thread {:.2} s",
                         run.rows,
                         run.bytes as f64 / MB,
                         run.elapsed.as_secs_f64(),
                         run.cpu,
-                        run.cpu * 1e6 / run.rows.max(1) as f64
+                        run.cpu * 1e6 / run.rows.max(1) as f64,
+                        run.writer_cpu
                     ));
                 }
                 Err(e) => {
