@@ -628,6 +628,17 @@ const ROWS_PER_INSERT: usize = 32;
 /// writer on the cooperatives upload). A statement that ignores conflicts cannot abort half-way,
 /// and the count check turns an ignored row back into an error.
 fn insert_rows(tx: &Transaction<'_>, insert: &str, columns: usize, values: &[&dyn ToSql]) -> StoreResult<()> {
+    upsert_rows(tx, insert, columns, values, "")
+}
+
+/// [`insert_rows`] with `on_conflict` (an upsert clause) after the rows.
+fn upsert_rows(
+    tx: &Transaction<'_>,
+    insert: &str,
+    columns: usize,
+    values: &[&dyn ToSql],
+    on_conflict: &str,
+) -> StoreResult<()> {
     if values.is_empty() {
         return Ok(());
     }
@@ -643,7 +654,7 @@ fn insert_rows(tx: &Transaction<'_>, insert: &str, columns: usize, values: &[&dy
     let row = format!("({})", vec!["?"; columns].join(", "));
     let mut chunks = values.chunks_exact(columns * ROWS_PER_INSERT);
     if values.len() >= columns * ROWS_PER_INSERT {
-        let sql = format!("{insert} VALUES {}", vec![row.as_str(); ROWS_PER_INSERT].join(", "));
+        let sql = format!("{insert} VALUES {} {on_conflict}", vec![row.as_str(); ROWS_PER_INSERT].join(", "));
         let mut stmt = tx.prepare_cached(&sql)?;
         for c in &mut chunks {
             written(stmt.execute(c)?, ROWS_PER_INSERT)?;
@@ -651,7 +662,7 @@ fn insert_rows(tx: &Transaction<'_>, insert: &str, columns: usize, values: &[&dy
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut stmt = tx.prepare_cached(&format!("{insert} VALUES {row}"))?;
+        let mut stmt = tx.prepare_cached(&format!("{insert} VALUES {row} {on_conflict}"))?;
         for c in rest.chunks_exact(columns) {
             written(stmt.execute(c)?, 1)?;
         }
@@ -847,25 +858,19 @@ fn accept<'a>(
         &values,
     )?;
     // The export's projection: the latest event of each prestazione replaces the one stored.
-    let (export, at) = latest_by_key(export_keys);
-    if !export.is_empty() {
-        let keys: Vec<&(&str, &str)> = at.keys().collect();
-        tx.prepare_cached(
-            "DELETE FROM prestazioni_export WHERE (tenant, id_prestazione) IN
-                (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
-        )?
-        .execute([serde_json::to_string(&keys).unwrap_or_default()])?;
-        values.clear();
-        for (k, event_id) in &export {
-            values.extend([&k.tenant as &dyn ToSql, &k.id_prestazione, &k.pseudonimo, *event_id]);
-        }
-        insert_rows(
-            tx,
-            "INSERT OR IGNORE INTO prestazioni_export (tenant, id_prestazione, pseudonimo, event_id)",
-            4,
-            &values,
-        )?;
+    let (export, _) = latest_by_key(export_keys);
+    values.clear();
+    for (k, event_id) in &export {
+        values.extend([&k.tenant as &dyn ToSql, &k.id_prestazione, &k.pseudonimo, *event_id]);
     }
+    // OR IGNORE: no statement journal (see `insert_rows`); a row stored for the key is updated.
+    upsert_rows(
+        tx,
+        "INSERT OR IGNORE INTO prestazioni_export (tenant, id_prestazione, pseudonimo, event_id)",
+        4,
+        &values,
+        "ON CONFLICT (tenant, id_prestazione) DO UPDATE SET pseudonimo = excluded.pseudonimo, event_id = excluded.event_id",
+    )?;
     Ok(out)
 }
 
