@@ -849,14 +849,7 @@ fn accept<'a>(
         ]);
     }
     // No conflict is left: OR IGNORE spares the statement journal (see `insert_rows`).
-    insert_rows(
-        tx,
-        "INSERT OR IGNORE INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
-            tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
-            importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)",
-        18,
-        &values,
-    )?;
+    insert_rows(tx, &format!("INSERT OR IGNORE INTO coop_deliveries ({COOP_COLUMNS})"), 18, &values)?;
     // The export's projection: the latest event of each prestazione replaces the one stored.
     let (export, _) = latest_by_key(export_keys);
     values.clear();

@@ -342,9 +342,8 @@ async fn store_coop_deliveries(tx: &Transaction<'_>, new: &[&NewEvent]) -> Store
     let event: Vec<&str> = rows.iter().map(|(_, id)| *id).collect();
     execute(
         tx,
-        "INSERT INTO coop_deliveries (tenant, key, cooperativa, id_progetto, pseudonimo,
-            tipo_servizio, codice_prestazione, denominazione, area_utenza, data, mese, minuti,
-            importo_cents, quota_utente_cents, flag, event_id, upload_id, digest)
+        &format!(
+            "INSERT INTO coop_deliveries ({COOP_COLUMNS})
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
              $14::bigint[], $15::text[], $16::text[], $17::text[], $18::text[])
@@ -355,7 +354,8 @@ async fn store_coop_deliveries(tx: &Transaction<'_>, new: &[&NewEvent]) -> Store
             data = excluded.data, mese = excluded.mese, minuti = excluded.minuti,
             importo_cents = excluded.importo_cents, quota_utente_cents = excluded.quota_utente_cents,
             flag = excluded.flag, event_id = excluded.event_id, upload_id = excluded.upload_id,
-            digest = excluded.digest",
+            digest = excluded.digest"
+        ),
         &[
             &tenant,
             &key,

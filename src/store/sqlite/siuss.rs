@@ -29,7 +29,7 @@ macro_rules! prestazione_type {
 pub(super) const MIGRATION_EXPORT_TABLE: &str = concat!(
     "DROP INDEX IF EXISTS events_prestazione_beneficiario;
 DROP INDEX IF EXISTS events_prestazione_id;
-INSERT OR REPLACE INTO prestazioni_export (tenant, id_prestazione, pseudonimo, event_id)
+INSERT INTO prestazioni_export (tenant, id_prestazione, pseudonimo, event_id)
 SELECT tenant, id_prestazione, pseudonimo, id FROM (
     SELECT tenant, id, max(rowid),
            json_extract(CAST(body AS TEXT), '$.data.idPrestazione') AS id_prestazione,
