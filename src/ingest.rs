@@ -448,34 +448,14 @@ pub fn parse(body: &[u8], mode: Mode, limits: &LimitsConfig) -> Result<Vec<Value
 }
 
 fn check_depth(body: &[u8], max: usize) -> Result<(), IngestError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (offset, &b) in body.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return Err(IngestError::Malformed(vec![FieldError::new(
-                        "",
-                        "max_depth",
-                        format!("JSON nesting deeper than {max} levels (at byte {offset})"),
-                    )]));
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+    match csi_gateway_sdk::json::nesting_exceeds(body, max) {
+        None => Ok(()),
+        Some(offset) => Err(IngestError::Malformed(vec![FieldError::new(
+            "",
+            "max_depth",
+            format!("JSON nesting deeper than {max} levels (at byte {offset})"),
+        )])),
     }
-    Ok(())
 }
 
 fn long_strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError>) {

@@ -830,6 +830,23 @@ async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
     assert_eq!(bodies[0]["data"]["idProgetto"], "PRG-2026-0012");
 }
 
+/// A body of nested brackets would exhaust the stack of the thread that parses it, and that
+/// aborts the whole gateway: it is refused before parsing, and the gateway goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_built_to_be_deep_is_refused_and_the_gateway_stays_up() {
+    let (_rx, gw) = start().await;
+    publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+    let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, v) = upload(&gw, KEY_SERENA, "coop-json-api", "F205", JSON, deep).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["type"], "https://csi-gateway.invalid/problems/unreadable-file", "{v}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("more than 64 levels deep (at byte 64)"), "{v}");
+
+    let r = report(&gw, KEY_SERENA, "coop-json-api", "F205", JSON, sample("coop-json-api.json")).await;
+    assert!(r["summary"]["accepted"].as_u64() > Some(0), "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooperative_client_reads_only_its_own_uploads() {
     let (_rx, gw) = start().await;

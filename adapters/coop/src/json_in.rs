@@ -12,11 +12,22 @@ pub enum InputError {
     Json(String),
     #[error("expected a JSON array of deliveries or an object with an \"erogazioni\" array, found {0}")]
     Shape(&'static str),
+    #[error("the body nests arrays and objects more than {MAX_DEPTH} levels deep (at byte {offset}): a delivery needs a few")]
+    TooDeep { offset: usize },
 }
+
+/// Most levels of nested arrays and objects a body may have. A delivery is an object of scalars,
+/// sometimes with an object or two inside (coordinates, the beneficiary); the body is an array of
+/// them, maybe inside an object. Parsing and mapping recurse once per level, so the limit keeps a
+/// body built to be deep from exhausting the reading thread's stack (and aborting the gateway).
+pub const MAX_DEPTH: usize = 64;
 
 /// Reads a JSON body through `mapping`: one [`RowResult`] per item, `row` = index + 1.
 pub fn read_json(input: &[u8], mapping: &Mapping, checks: &Checks) -> Result<Vec<RowResult>, InputError> {
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    if let Some(offset) = csi_gateway_sdk::json::nesting_exceeds(input, MAX_DEPTH) {
+        return Err(InputError::TooDeep { offset });
+    }
     let value = jaq_json::read::parse_single(input).map_err(|e| InputError::Json(e.to_string()))?;
     let (items, prefix) = match value {
         Val::Arr(items) => (items, ""),

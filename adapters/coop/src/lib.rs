@@ -24,6 +24,7 @@ mod decode;
 mod json_in;
 mod mapping;
 mod parse;
+mod recursion;
 mod row;
 mod template;
 

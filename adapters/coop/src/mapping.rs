@@ -382,19 +382,31 @@ fn compile(code: &str) -> Result<Filter, (usize, String)> {
             None => (0, "cannot load the program".into()),
         }
     })?;
-    Compiler::default().with_funs(funs).with_global_vars(["$tables"]).compile(modules).map_err(|errs| {
-        let first = errs.into_iter().flat_map(|(_, es)| es).next();
-        match first {
-            Some((name, undefined)) => {
-                let what = match undefined {
-                    jaq_core::compile::Undefined::Filter(arity) => format!("filter {name}/{arity}"),
-                    other => format!("{} {name}", other.as_str()),
-                };
-                (line_in(code, name), format!("undefined {what}"))
+    let filter = Compiler::default().with_funs(funs).with_global_vars(["$tables"]).compile(modules).map_err(
+        |errs| {
+            let first = errs.into_iter().flat_map(|(_, es)| es).next();
+            match first {
+                Some((name, undefined)) => {
+                    let what = match undefined {
+                        jaq_core::compile::Undefined::Filter(arity) => format!("filter {name}/{arity}"),
+                        other => format!("{} {name}", other.as_str()),
+                    };
+                    (line_in(code, name), format!("undefined {what}"))
+                }
+                None => (0, "cannot compile the program".into()),
             }
-            None => (0, "cannot compile the program".into()),
-        }
-    })
+        },
+    )?;
+    // See `recursion`: evaluating a recursive definition can abort the process.
+    if let Some((name, arity)) = crate::recursion::recursive_definition(code) {
+        return Err((
+            line_in(code, name),
+            format!(
+                "filter {name}/{arity} calls itself: a mapping may not recurse (map, reduce, `..` and the code tables do what a row needs)"
+            ),
+        ));
+    }
+    Ok(filter)
 }
 
 fn banned<'a>(_: jaq_core::Cv<'a, Data>) -> jaq_core::ValXs<'a, <Data as jaq_core::DataT>::V<'a>> {
@@ -492,6 +504,12 @@ mod tests {
         assert!(e.starts_with("t.toml line 5: program: undefined filter foo/1"), "{e}");
         let e = compile_err("{ a: \n (.x | }").to_string();
         assert!(e.contains("program: expected"), "{e}");
+    }
+
+    #[test]
+    fn a_recursive_definition_is_refused_at_load_naming_its_line() {
+        let e = compile_err("def clean: .x | clean;\n{ a: clean }").to_string();
+        assert!(e.starts_with("t.toml line 4: program: filter clean/0 calls itself"), "{e}");
     }
 
     #[test]

@@ -165,3 +165,42 @@ proptest! {
         }
     }
 }
+
+/// Runs `f` on a thread with the stack of the gateway's blocking threads (tokio's 2 MiB), where
+/// uploads are read: a stack overflow there aborts the whole gateway.
+fn on_upload_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(f)
+        .expect("thread")
+        .join()
+        .expect("the reading thread ended normally")
+}
+
+#[test]
+fn a_json_body_nested_too_deep_is_refused_with_where() {
+    let deep = format!(r#"[{{"a": {}{}}}]"#, "[".repeat(100_000), "]".repeat(100_000));
+    let err = on_upload_thread(move || read_json(deep.as_bytes(), &mapping("coop-json-api"), &checks()))
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("more than 64 levels deep (at byte 69)"), "{text}");
+
+    // As deep as the limit allows is still read: an item made of nested arrays is one rejected row.
+    let at_limit = format!("[{}{}]", "[".repeat(63), "]".repeat(63));
+    let rows = on_upload_thread(move || read_json(at_limit.as_bytes(), &mapping("coop-json-api"), &checks()))
+        .expect("read");
+    assert_eq!(rows.len(), 1);
+    assert!(matches!(rows[0].outcome, RowOutcome::Rejected(_)), "{:?}", rows[0].outcome);
+}
+
+#[test]
+fn a_deep_body_does_not_reach_the_mapping() {
+    // The same bytes as a CSV cell are only text: no nesting there.
+    let mut csv = sample("coop-excel-csv.csv");
+    csv.extend_from_slice(
+        format!("X1;01/10/2026;08.00;09.00;OP-1;;1,00;ASS.DOM;0;{}\r\n", "[".repeat(50_000)).as_bytes(),
+    );
+    let rows: Vec<RowResult> =
+        on_upload_thread(move || read_csv(csv.as_slice(), &mapping("coop-excel-csv"), &checks()).collect());
+    assert!(rows.len() > 1);
+}

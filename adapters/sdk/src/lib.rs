@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub mod json;
+
 /// A boxed, sendable future, so that [`Outbound`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
