@@ -830,6 +830,67 @@ async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
     assert_eq!(bodies[0]["data"]["idProgetto"], "PRG-2026-0012");
 }
 
+/// A cooperative that can only copy files: what lands in the watched folder is uploaded once its
+/// copy is complete, then moved to `processed/` with its report beside it, or to `failed/` with
+/// the reason when the file as a whole cannot be taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_copied_into_the_drop_folder_are_uploaded_and_moved_with_their_report() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let drop = format!(
+        r#"
+[coop.drop]
+dir = {:?}
+client = "coop-aurora"
+mapping = "coop-excel-csv"
+tenant = "F205"
+interval_secs = 1
+"#,
+        dir.path().display().to_string()
+    );
+    let rx = Receiver::start(Mode::Ok).await;
+    let gw = Gateway::start_with(&rx.url, "", &format!("{}{drop}", coop_config())).await;
+    publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+
+    let at = |p: &str| dir.path().join(p);
+    // A copy still in progress is left alone.
+    std::fs::write(at("novembre.csv.part"), b"ID;Data;Dalle").expect("write");
+    std::fs::write(at("ottobre.csv"), sample("coop-excel-csv.csv")).expect("write");
+    // JSON is read whole: a document over the upload limit is refused without being read...
+    std::fs::write(at("grande.json"), format!("[{}]", " ".repeat(MAX_UPLOAD))).expect("write");
+    // ...and one that cannot be read as a whole fails with the reason.
+    std::fs::write(at("rotto.json"), "[".repeat(100)).expect("write");
+
+    let report_file = at("processed/ottobre.csv.report.json");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(report_file.exists()
+        && at("failed/rotto.json.error.txt").exists()
+        && at("failed/grande.json").exists())
+    {
+        assert!(std::time::Instant::now() < deadline, "the drop folder was not processed in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_file).expect("report")).expect("JSON report");
+    let s = &report["summary"];
+    assert_eq!((s["accepted"].as_u64(), s["skipped"].as_u64()), (Some(20), Some(2)), "{report}");
+    assert_eq!(report["client"], "coop-aurora");
+    assert_eq!(report["rows"].as_array().map(Vec::len), Some(22), "{report}");
+    assert!(at("processed/ottobre.csv").exists() && !at("ottobre.csv").exists());
+    assert!(at("novembre.csv.part").exists(), "a partial copy is not taken");
+
+    let too_large = std::fs::read_to_string(at("failed/grande.json.error.txt")).expect("reason");
+    assert!(too_large.contains("over coop.max_upload_bytes = 262144"), "{too_large}");
+    let unreadable = std::fs::read_to_string(at("failed/rotto.json.error.txt")).expect("reason");
+    assert!(unreadable.contains("more than 64 levels deep"), "{unreadable}");
+
+    // The rows went through like an upload's: each delivered once.
+    rx.wait_distinct(20, WAIT).await;
+    let ids: HashSet<String> =
+        rows_with(&report, "accepted").iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect();
+    let delivered: HashSet<String> = rx.delivered().keys().cloned().collect();
+    assert!(ids.is_subset(&delivered) && ids.len() == 20, "{ids:?}");
+}
+
 /// A body of nested brackets would exhaust the stack of the thread that parses it, and that
 /// aborts the whole gateway: it is refused before parsing, and the gateway goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

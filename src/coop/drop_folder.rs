@@ -1,7 +1,8 @@
 //! The watched drop folder, for cooperatives that can only copy files: every file that appears in
 //! `dir` is uploaded with the configured client's rights and mapping, then moved to
 //! `dir/processed/` with its report beside it (`<file>.report.json`), or to `dir/failed/` with the
-//! reason (`<file>.error.txt`) when the file as a whole cannot be read.
+//! reason (`<file>.error.txt`) when the file as a whole cannot be read (or is a JSON document
+//! over `coop.max_upload_bytes`: JSON is read whole, CSV as a stream).
 //!
 //! A file is taken only once its size has stayed the same between two scans, so a copy in
 //! progress is never read half-written. Names starting with `.` or ending in `.part`/`.tmp` are
@@ -40,7 +41,7 @@ pub fn spawn(app: AppState, cfg: DropConfig, clients: &[ClientConfig]) -> anyhow
                 // Stable size across two scans: the copy is complete.
                 if sizes.insert(path.clone(), size) == Some(size) {
                     sizes.remove(&path);
-                    process(&app, &cfg, &caller, &path).await;
+                    process(&app, &cfg, &caller, &path, size).await;
                 }
             }
             tokio::time::sleep(interval).await;
@@ -62,10 +63,16 @@ fn candidates(dir: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
-async fn process(app: &AppState, cfg: &DropConfig, caller: &Caller, path: &Path) {
+async fn process(app: &AppState, cfg: &DropConfig, caller: &Caller, path: &Path, size: u64) {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let kind = if name.to_ascii_lowercase().ends_with(".json") { Body::Json } else { Body::Csv };
+    // A JSON document is read whole (a CSV file is streamed, whatever its size): the same limit
+    // as an upload over HTTP keeps a large one from taking the gateway's memory.
+    let max = app.coop_max_upload as u64;
     let outcome = match (std::fs::File::open(path), app.coop.as_ref()) {
+        _ if matches!(kind, Body::Json) && size > max => Err(format!(
+            "{name} is {size} bytes, over coop.max_upload_bytes = {max}: a JSON file is read whole; split it (by month, say), or copy the CSV export, which is read as a stream"
+        )),
         (Ok(file), Some(coop)) => coop
             .upload(
                 &app.pipeline,
