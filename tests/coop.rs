@@ -830,6 +830,71 @@ async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
     assert_eq!(bodies[0]["data"]["idProgetto"], "PRG-2026-0012");
 }
 
+/// The comune's and the cooperative's commands: `map` shows what a file becomes, row by row,
+/// without sending anything; `coop upload` sends it and prints the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_shows_a_file_without_sending_it_and_coop_upload_sends_it() {
+    let (rx, gw) = start().await;
+    publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+    const ACCEPTED: &str = "csi_gateway_events_accepted_total";
+    let before = gw.metric(ACCEPTED).await;
+    let samples = repo().join("mappings/coop/samples");
+    let csv = samples.join("coop-excel-csv.csv");
+    let csv = csv.to_str().expect("path");
+    let lines = |out: &str| -> Vec<Value> {
+        out.lines().map(|l| serde_json::from_str(l).expect("one JSON object a line")).collect()
+    };
+
+    let (code, out, err) = gw.cli(&["map", "--mapping", "coop-excel-csv", csv]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 22, "{out}");
+    assert_eq!(rows.iter().filter(|r| r["status"] == "ok").count(), 20, "{out}");
+    let first = &rows[0];
+    assert_eq!((first["row"].as_u64(), first["delivery"]["cooperativa"].as_str()), (Some(2), Some("AURORA")));
+    assert!(err.contains("20 rows mapped, 0 rejected, 2 skipped"), "{err}");
+    let json_sample = samples.join("coop-json-api.json");
+    let (code, out, err) =
+        gw.cli(&["map", "--mapping", "coop-json-api", json_sample.to_str().expect("path")]);
+    assert_eq!((code, lines(&out).len()), (Some(0), 12), "{err}");
+
+    // A wrong check character: the row says where and why, and the command fails.
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let bad = dir.path().join("bad.csv");
+    let text = format!("{HEADER}\r\nX-1;02/03/2026;08.00;09.00;OP-9;RSSMRA80A01H501X;1,00;ASS.DOM;0;\r\n");
+    std::fs::write(&bad, text).expect("write");
+    let (code, out, _) = gw.cli(&["map", "--mapping", "coop-excel-csv", bad.to_str().expect("path")]);
+    assert_eq!(code, Some(1), "{out}");
+    let row = &lines(&out)[0];
+    assert_eq!(row["status"], "rejected", "{row}");
+    assert_eq!(
+        (row["errors"][0]["column"].as_str(), row["errors"][0]["rule"].as_str()),
+        (Some("CF Utente"), Some("codice_fiscale")),
+        "{row}"
+    );
+    assert_eq!(gw.metric(ACCEPTED).await, before, "map sends nothing");
+
+    let (code, out, err) = gw.cli(&[
+        "coop",
+        "upload",
+        csv,
+        "--mapping",
+        "coop-excel-csv",
+        "--tenant",
+        "F205",
+        "--url",
+        &gw.base,
+        "--api-key",
+        KEY_AURORA,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report: Value = serde_json::from_str(&out).expect("the report as JSON");
+    assert_eq!(report["summary"]["accepted"].as_u64(), Some(20), "{report}");
+    assert!(err.contains("22 rows: 20 accepted, 0 corrected, 0 duplicates"), "{err}");
+    rx.wait_distinct(20, WAIT).await;
+    assert_eq!(gw.metric(ACCEPTED).await, before + 20.0);
+}
+
 /// A cooperative that can only copy files: what lands in the watched folder is uploaded once its
 /// copy is complete, then moved to `processed/` with its report beside it, or to `failed/` with
 /// the reason when the file as a whole cannot be taken.
