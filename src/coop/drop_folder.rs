@@ -69,10 +69,14 @@ async fn process(app: &AppState, cfg: &DropConfig, caller: &Caller, path: &Path,
     // A JSON document is read whole (a CSV file is streamed, whatever its size): the same limit
     // as an upload over HTTP keeps a large one from taking the gateway's memory.
     let max = app.coop_max_upload as u64;
-    let outcome = match (std::fs::File::open(path), app.coop.as_ref()) {
-        _ if matches!(kind, Body::Json) && size > max => Err(format!(
+    let opened = if matches!(kind, Body::Json) && size > max {
+        Err(format!(
             "{name} is {size} bytes, over coop.max_upload_bytes = {max}: a JSON file is read whole; split it (by month, say), or copy the CSV export, which is read as a stream"
-        )),
+        ))
+    } else {
+        std::fs::File::open(path).map_err(|e| format!("cannot read {name}: {e}"))
+    };
+    let outcome = match (opened, app.coop.as_ref()) {
         (Ok(file), Some(coop)) => coop
             .upload(
                 &app.pipeline,
@@ -85,7 +89,7 @@ async fn process(app: &AppState, cfg: &DropConfig, caller: &Caller, path: &Path,
             .await
             .map(|up| (coop, up))
             .map_err(|e| e.to_string()),
-        (Err(e), _) => Err(format!("cannot read {name}: {e}")),
+        (Err(why), _) => Err(why),
         (_, None) => Err("the cooperatives adapter is not configured".into()),
     };
     let (folder, written) = match outcome {
