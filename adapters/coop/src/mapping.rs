@@ -353,6 +353,8 @@ fn compile(code: &str) -> Result<Filter, (usize, String)> {
         |(name, args, native)| {
             if BANNED.contains(&name) {
                 (name, args, jaq_core::Native::<Data>::new(banned))
+            } else if name == "range" && args.len() == 3 {
+                (name, args, jaq_core::Native::<Data>::new(bounded_range))
             } else {
                 (name, args, native)
             }
@@ -397,14 +399,9 @@ fn compile(code: &str) -> Result<Filter, (usize, String)> {
             }
         },
     )?;
-    // See `recursion`: evaluating a recursive definition can abort the process.
-    if let Some((name, arity)) = crate::recursion::recursive_definition(code) {
-        return Err((
-            line_in(code, name),
-            format!(
-                "filter {name}/{arity} calls itself: a mapping may not recurse (map, reduce, `..` and the code tables do what a row needs)"
-            ),
-        ));
+    // See `recursion`: a recursive definition can abort the process, a loop hold an upload.
+    if let Some(found) = crate::recursion::unbounded(code) {
+        return Err((line_in(code, found.name()), found.to_string()));
     }
     Ok(filter)
 }
@@ -413,6 +410,46 @@ fn banned<'a>(_: jaq_core::Cv<'a, Data>) -> jaq_core::ValXs<'a, <Data as jaq_cor
     let e =
         jaq_core::Error::str("this filter is not available in mappings (no environment, clock or output)");
     jaq_core::box_iter::box_once(Err(jaq_core::Exn::from(e)))
+}
+
+/// Most numbers one `range` yields in a mapping.
+const RANGE_MAX: usize = 10_000;
+
+/// jq's `range($from; $to; $by)`, failing after [`RANGE_MAX`] numbers: a bound taken from a cell
+/// (`range(.ore | tonumber)` on "1e15"), an infinite one or a step of 0 would otherwise hold the
+/// upload for ever. `range/1` and `range/2` are defined through this one.
+fn bounded_range<'a>(
+    mut cv: jaq_core::Cv<'a, Data>,
+) -> jaq_core::ValXs<'a, <Data as jaq_core::DataT>::V<'a>> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let by = cv.0.pop_var();
+    let to = cv.0.pop_var();
+    let mut next = Some(cv.0.pop_var());
+    let direction = by.partial_cmp(&0isize.into()).unwrap_or(Equal);
+    let mut yielded = 0;
+    Box::new(std::iter::from_fn(move || {
+        let x = next.take()?;
+        let more = match direction {
+            Greater => x < to,
+            Less => x > to,
+            Equal => x != to,
+        };
+        if !more {
+            return None;
+        }
+        if yielded == RANGE_MAX {
+            let e = format!(
+                "range yields more than {RANGE_MAX} numbers here (to {to}, by {by}): a row needs no more"
+            );
+            return Some(Err(jaq_core::Exn::from(jaq_core::Error::str(e))));
+        }
+        yielded += 1;
+        match x.clone() + by.clone() {
+            Ok(n) => next = Some(n),
+            Err(e) => return Some(Err(jaq_core::Exn::from(e))),
+        }
+        Some(Ok(x))
+    }))
 }
 
 fn found_ptr<'a>(code: &'a str, found: Option<&'a str>) -> &'a str {
@@ -510,6 +547,32 @@ mod tests {
     fn a_recursive_definition_is_refused_at_load_naming_its_line() {
         let e = compile_err("def clean: .x | clean;\n{ a: clean }").to_string();
         assert!(e.starts_with("t.toml line 4: program: filter clean/0 calls itself"), "{e}");
+    }
+
+    #[test]
+    fn a_loop_is_refused_at_load_naming_its_line() {
+        let e = compile_err("{ a: .x,\n  b: (.y | until(. > 3; . + 1)) }").to_string();
+        assert!(e.starts_with("t.toml line 5: program: filter until/2 loops until a condition holds"), "{e}");
+    }
+
+    #[test]
+    fn a_range_is_bounded_by_the_mapping_not_by_the_row() {
+        let toml = "name = 't'\nformat = 'json'\nprogram = '{ n: ([range(.n | tonumber)] | length) }'\n";
+        let m = Mapping::from_toml(toml, Path::new("t.toml")).expect("compiles");
+        let run = |n: &str| {
+            let input = jaq_json::read::parse_single(format!(r#"{{"n": "{n}"}}"#).as_bytes()).expect("json");
+            m.run(input)
+        };
+        assert_eq!(run("3").expect("runs").to_string(), r#"{"n":3}"#);
+        assert_eq!(run("10000").expect("runs").to_string(), r#"{"n":10000}"#);
+        for huge in ["10001", "1e15", "Infinity"] {
+            let e = run(huge).expect_err("refused");
+            assert!(e.contains("range yields more than 10000 numbers"), "{huge}: {e}");
+        }
+        // A step of 0 never reaches its end.
+        let toml = "name = 't'\nformat = 'json'\nprogram = '{ n: ([range(0; 1; 0)] | length) }'\n";
+        let m = Mapping::from_toml(toml, Path::new("t.toml")).expect("compiles");
+        assert!(m.run(Val::Null).expect_err("refused").contains("range yields more than"));
     }
 
     #[test]
