@@ -119,7 +119,7 @@ impl Pipeline {
             .into_iter()
             .map(|(ev, projections)| {
                 let errors = self.contracts.validate(&ev);
-                (if errors.is_empty() { Ok(ev) } else { Err(errors) }, projections)
+                (if errors.is_empty() { Ok(ev) } else { Err(Invalid::of(&ev, errors)) }, projections)
             })
             .collect();
         self.admission(caller, digest, checked)
@@ -148,7 +148,7 @@ impl Pipeline {
         for (i, (ev, _)) in checked.iter().enumerate() {
             let tenant = match ev {
                 Ok(v) => v.get("tenant").and_then(Value::as_str),
-                Err(_) => None,
+                Err(invalid) => invalid.tenant.as_deref(),
             };
             if let Some(t) = tenant {
                 if !may_publish || !caller.may_access(t) {
@@ -185,7 +185,7 @@ impl Pipeline {
         let mut results: Vec<Option<EventResult>> = Vec::with_capacity(checked.len());
         for (index, (ev, extra)) in checked.into_iter().enumerate() {
             match ev {
-                Err(errors) => {
+                Err(Invalid { errors, .. }) => {
                     let summary: Vec<String> =
                         errors.iter().take(5).map(|e| format!("{} {}", e.pointer, e.rule)).collect();
                     entries.push(
@@ -378,7 +378,21 @@ fn projections(id: &str, event_type: &str, event: &Value) -> Vec<Projection> {
 }
 
 /// One event's check result: the parsed event, or every rule it breaks.
-pub type Checked = Result<Value, Vec<FieldError>>;
+pub type Checked = Result<Value, Invalid>;
+
+/// An event that breaks rules: which, and the tenant it names (an invalid event for a tenant the
+/// client may not publish for still refuses the whole request).
+#[derive(Debug)]
+pub struct Invalid {
+    pub errors: Vec<FieldError>,
+    pub tenant: Option<String>,
+}
+
+impl Invalid {
+    fn of(ev: &Value, errors: Vec<FieldError>) -> Self {
+        Self { errors, tenant: ev.get("tenant").and_then(Value::as_str).map(str::to_string) }
+    }
+}
 
 /// Parses and validates `body` without storing anything: what `csi-gateway validate` shows, and
 /// the first step of every ingest.
@@ -392,11 +406,14 @@ pub fn check(
     Ok(events
         .into_iter()
         .map(|ev| {
-            let errors = contracts.validate(&ev);
+            let mut errors = text_errors(&ev, limits.max_string_chars);
+            if errors.is_empty() {
+                errors = contracts.validate(&ev);
+            }
             if errors.is_empty() {
                 Ok(ev)
             } else {
-                Err(errors)
+                Err(Invalid::of(&ev, errors))
             }
         })
         .collect())
@@ -436,15 +453,17 @@ pub fn parse(body: &[u8], mode: Mode, limits: &LimitsConfig) -> Result<Vec<Value
     if events.is_empty() {
         return Err(IngestError::Malformed(vec![FieldError::new("", "minItems", "the batch is empty")]));
     }
-    let mut errors = Vec::new();
-    for (i, ev) in events.iter().enumerate() {
-        let prefix = if mode == Mode::Batch { format!("/{i}") } else { String::new() };
-        long_strings(ev, &mut prefix.clone(), limits.max_string_chars, &mut errors);
-    }
-    if !errors.is_empty() {
-        return Err(IngestError::Malformed(errors));
-    }
     Ok(events)
+}
+
+/// The text rules every string of a published event must keep, before its contract is checked
+/// (which would otherwise run its patterns over text of any length): at most `max` characters,
+/// and no NUL character, which no text column of PostgreSQL can hold (one such key would fail
+/// the whole group of requests committed with it).
+fn text_errors(ev: &Value, max: usize) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    strings(ev, &mut String::new(), max, &mut errors);
+    errors
 }
 
 fn check_depth(body: &[u8], max: usize) -> Result<(), IngestError> {
@@ -458,29 +477,35 @@ fn check_depth(body: &[u8], max: usize) -> Result<(), IngestError> {
     }
 }
 
-fn long_strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError>) {
+fn strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError>) {
     let len = path.len();
+    let nul = |path: &str| {
+        FieldError::new(path, "nul_character", "text may not contain the NUL character (U+0000)")
+    };
     match v {
         Value::String(s) if s.chars().count() > max => errors.push(FieldError::new(
             path.clone(),
             "max_string_chars",
             format!("string of {} characters exceeds the limit of {max}", s.chars().count()),
         )),
+        Value::String(s) if s.contains('\0') => errors.push(nul(path)),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 path.push_str(&format!("/{i}"));
-                long_strings(item, path, max, errors);
+                strings(item, path, max, errors);
                 path.truncate(len);
             }
         }
         Value::Object(map) => {
             for (k, item) in map {
-                if k.chars().count() > max {
-                    errors.push(FieldError::new(path.clone(), "max_string_chars", "property name too long"));
-                }
                 path.push('/');
                 path.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                long_strings(item, path, max, errors);
+                if k.chars().count() > max {
+                    errors.push(FieldError::new(path.clone(), "max_string_chars", "property name too long"));
+                } else if k.contains('\0') {
+                    errors.push(nul(path));
+                }
+                strings(item, path, max, errors);
                 path.truncate(len);
             }
         }
@@ -504,12 +529,14 @@ mod tests {
     }
 
     #[test]
-    fn long_strings_are_named_by_pointer() {
-        let limits = LimitsConfig { max_string_chars: 3, ..Default::default() };
-        let err = parse(br#"[{"a": {"b": "toolong"}}]"#, Mode::Batch, &limits).unwrap_err();
-        match err {
-            IngestError::Malformed(e) => assert_eq!(e[0].pointer, "/0/a/b"),
-            other => panic!("{other:?}"),
-        }
+    fn long_strings_and_nul_characters_are_named_by_pointer() {
+        let ev = serde_json::json!({"a": {"b": "toolong", "c": ["ok", "x\u{0}y"]}, "d\u{0}": 1});
+        let errors = text_errors(&ev, 3);
+        let found: Vec<(&str, &str)> = errors.iter().map(|e| (e.pointer.as_str(), e.rule.as_str())).collect();
+        assert_eq!(
+            found,
+            [("/a/b", "max_string_chars"), ("/a/c/1", "nul_character"), ("/d\u{0}", "nul_character")]
+        );
+        assert!(text_errors(&serde_json::json!({"a": ["abc", {"b": "é漢字"}]}), 3).is_empty());
     }
 }

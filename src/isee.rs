@@ -71,6 +71,9 @@ pub enum IseeFailure {
     /// INPS (or the voucher, or the network) failed; `transient` says whether to try again.
     #[error(transparent)]
     Inps(#[from] IseeError),
+    /// The attestation INPS sent lacks what the event needs (an element at fault).
+    #[error("{0}")]
+    Attestation(String),
     /// The attestation could not become an event.
     #[error("{0}")]
     Event(String),
@@ -108,8 +111,9 @@ impl Isee {
                 descrizione,
             }),
             Consultazione::Attestazione { attestazione, origine } => {
+                // The pseudonimo was checked before asking: what fails here is INPS's attestation.
                 let data = isee_acquisito(&attestazione, &ricerca, &r.pseudonimo)
-                    .map_err(|e| IseeFailure::Event(e.to_string()))?;
+                    .map_err(|e| IseeFailure::Attestation(e.to_string()))?;
                 let data = serde_json::to_value(&data).map_err(|e| IseeFailure::Event(e.to_string()))?;
                 let protocollo = data["protocolloDSU"].as_str().unwrap_or_default().to_string();
                 let event = json!({
@@ -178,6 +182,9 @@ fn ricerca(r: &Richiesta) -> Result<RicercaCf, IseeFailure> {
             }
         },
     };
+    if !csi_gateway_isee::pseudonimo_ok(&r.pseudonimo) {
+        errors.push(FieldError::new("/pseudonimo", "pseudonimo", csi_gateway_isee::PSEUDONIMO_RULE));
+    }
     let stato = match r.stato_domanda.as_deref() {
         None | Some("da_erogare") => StatoDomanda::DaErogare,
         Some("erogata") => StatoDomanda::Erogata,

@@ -358,8 +358,8 @@ fn validate(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCode>
         Ok(results) => {
             let mut errors = Vec::new();
             for (i, r) in results.iter().enumerate() {
-                if let Err(errs) = r {
-                    for e in errs {
+                if let Err(invalid) = r {
+                    for e in &invalid.errors {
                         let mut v = serde_json::to_value(e)?;
                         if mode == Mode::Batch {
                             v["index"] = i.into();

@@ -152,6 +152,17 @@ async fn bad_requests_and_foreign_tenants_never_reach_inps() {
         v["errors"].as_array().unwrap().iter().filter_map(|e| e["pointer"].as_str()).collect();
     assert!(pointers.contains(&"/codiceFiscale"), "{v}");
     assert!(pointers.contains(&"/prestazione"), "{v}");
+    // A pseudonimo that is a codice fiscale, or a field missing: 400 naming it, INPS not asked.
+    let mut cf_as_pseudonimo = richiesta(inps::CF_OK);
+    cf_as_pseudonimo["pseudonimo"] = json!(inps::CF_OK);
+    let (status, v) = gw.post_json(KEY_A, PATH, cf_as_pseudonimo).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["errors"][0]["pointer"], "/pseudonimo", "{v}");
+    let mut missing = richiesta(inps::CF_OK);
+    missing.as_object_mut().unwrap().remove("pseudonimo");
+    let (status, v) = gw.post_json(KEY_A, PATH, missing).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("pseudonimo"), "{v}");
 
     let mut foreign = richiesta(inps::CF_OK);
     foreign["tenant"] = json!("F205");

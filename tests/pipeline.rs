@@ -137,6 +137,20 @@ async fn cross_tenant_attempts_are_refused_and_audited() {
     // A publisher without the auditor role cannot read the audit log.
     let (status, _) = gw.get(KEY_A, "/v1/audit").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // An event for another tenant refuses the whole batch even when it is invalid too.
+    let mut foreign = prestazione(3, "B157");
+    foreign["data"].as_object_mut().unwrap().remove("codicePrestazione");
+    let batch = serde_json::to_vec(&vec![prestazione(4, "F205"), foreign]).unwrap();
+    let (status, v) = gw.post(KEY_A, "application/cloudevents-batch+json", batch).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    // Asking for another tenant's dead letters, or replaying them, is refused, not answered empty.
+    let (status, v) = gw.get(KEY_A, "/v1/dead-letters?tenant=B157").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, v) = gw.post_json(KEY_A, "/v1/dead-letters/replay", json!({"tenant": "B157"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (_, audit) = gw.get(KEY_AUDITOR, "/v1/audit?action=denied&tenant=B157").await;
+    let by_a = audit.as_array().expect("records").iter().filter(|r| r["actor"] == "vendor-a").count();
+    assert_eq!(by_a, 5, "the first send, the read, the batch, the list and the replay: {audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +185,26 @@ async fn bad_input_gets_problem_details_naming_field_and_rule() {
 
     let (status, _) = gw.post(KEY_A, "text/plain", "hello").await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Refused before any event was read, and still in the audit log.
+    let (_, audit) = gw.get(KEY_AUDITOR, "/v1/audit?action=rejected").await;
+    let details: Vec<&str> =
+        audit.as_array().expect("records").iter().filter_map(|r| r["detail"].as_str()).collect();
+    assert!(details.iter().any(|d| d.starts_with("415: Content-Type 'text/plain'")), "{audit}");
+    assert!(details.iter().any(|d| d.starts_with("413: ")), "{audit}");
+
+    // A string over the limit or holding a NUL costs its own event only, named by pointer.
+    let mut nul = prestazione(5, "F205");
+    nul["subject"] = json!("ab\u{0}cd");
+    let mut long = prestazione(6, "F205");
+    long["data"]["denominazione"] = json!("x".repeat(20_000));
+    let batch = serde_json::to_vec(&vec![prestazione(7, "F205"), nul, long]).unwrap();
+    let (status, v) = gw.post(KEY_A, "application/cloudevents-batch+json", batch).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{v}");
+    assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    assert_eq!(v["results"][1]["errors"][0]["pointer"], "/subject", "{v}");
+    assert_eq!(v["results"][1]["errors"][0]["rule"], "nul_character", "{v}");
+    assert_eq!(v["results"][2]["errors"][0]["pointer"], "/data/denominazione", "{v}");
+    assert_eq!(v["results"][2]["errors"][0]["rule"], "max_string_chars", "{v}");
 
     // A batch keeps its good events and says which were rejected.
     let mut bad = prestazione(3, "F205");
@@ -194,6 +228,32 @@ async fn bad_input_gets_problem_details_naming_field_and_rule() {
         v.as_array().unwrap().iter().map(|e| format!("{}|{}", e["pointer"], e["rule"])).collect()
     };
     assert_eq!(pointers(&report["errors"]), pointers(&Value::Array(errors.clone())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_of_the_http_layer_are_problem_details_naming_the_field() {
+    let rx = Receiver::start(Mode::Ok).await;
+    let gw = Gateway::start(&rx.url, "").await;
+    // A query parameter of the wrong type, an unknown one, a path id that is not a number.
+    let (status, v) = gw.get(KEY_AUDITOR, "/v1/audit?limit=many").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("limit")), "{v}");
+    let (status, v) = gw.get(KEY_AUDITOR, "/v1/audit?colour=red").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("colour")), "{v}");
+    let (status, v) = gw.post_json(KEY_AUDITOR, "/v1/dead-letters/abc/replay", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    // A JSON body missing a field it needs: 400 naming it (not 422).
+    let (status, v) = gw.post_json(KEY_A, "/v1/adapters/coop/chiusure", json!({"tenant": "F205"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("mese")), "{v}");
+    // A method the route does not serve says which it does.
+    let r =
+        reqwest::Client::new().get(format!("{}/v1/events", gw.base)).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    let (status, v) = common::answer(r).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("GET is not served on /v1/events")), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

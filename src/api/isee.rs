@@ -51,7 +51,7 @@ fn failure_label(e: &IseeFailure) -> &'static str {
     match e {
         IseeFailure::Invalid(_) => "invalid_request",
         IseeFailure::Inps(e) if e.is_transient() => "unavailable",
-        IseeFailure::Inps(_) => "refused",
+        IseeFailure::Inps(_) | IseeFailure::Attestation(_) => "refused",
         IseeFailure::Event(_) | IseeFailure::Ingest(_) => "error",
     }
 }
@@ -88,6 +88,13 @@ fn problem(e: IseeFailure) -> Response {
             "inps-refused",
             "INPS refused the request",
             e.to_string(),
+        )
+        .into_response(),
+        IseeFailure::Attestation(why) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "inps-attestation",
+            "INPS sent an attestation that cannot be read",
+            why,
         )
         .into_response(),
         IseeFailure::Event(why) => {

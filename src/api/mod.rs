@@ -128,6 +128,7 @@ pub fn router(app: AppState, max_body: usize) -> Router {
         .route("/v1/adapters/isee/consultazioni", post(isee::consulta))
         .fallback(|| async { Problem::not_found("no such endpoint; see GET /openapi.json") })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(problem::plain_errors_as_problems))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
 }
@@ -188,14 +189,25 @@ async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let body = body.map_err(|r| body_problem(r, app.pipeline.limits.max_body_bytes))?;
+    // A request refused before its events are read is audited too (DESIGN: every rejection).
+    let refuse = |p: Problem| async {
+        let entry =
+            Entry::new(Action::Rejected, caller.name.as_str()).detail(format!("{}: {}", p.status, p.detail));
+        app.store.audit(vec![entry]).await?;
+        app.pipeline.metrics.rejected.inc();
+        Err::<Response, Problem>(p)
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(r) => return refuse(body_problem(r, app.pipeline.limits.max_body_bytes)).await,
+    };
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let mode = match essence.as_str() {
         "application/cloudevents+json" | "application/json" => Mode::Single,
         "application/cloudevents-batch+json" => Mode::Batch,
         _ => {
-            return Err(Problem::new(
+            return refuse(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
@@ -204,6 +216,7 @@ async fn post_events(
                      or application/cloudevents-batch+json for a batch"
                 ),
             ))
+            .await
         }
     };
     let results = app.pipeline.ingest(&caller, &body, mode).await?;
@@ -289,6 +302,9 @@ async fn list_dead_letters(
     Query(mut filter): Query<DeadLetterFilter>,
 ) -> Result<Json<Vec<DeadLetter>>, Problem> {
     app.require(&caller, Role::Operator, "list dead letters").await?;
+    if let Some(t) = &filter.tenant {
+        app.require_tenant(&caller, t, None).await?;
+    }
     filter.allowed_tenants = caller.tenant_scope();
     Ok(Json(app.store.dead_letters(filter).await?))
 }
@@ -332,6 +348,9 @@ async fn replay_bulk(
 ) -> Result<Json<Replayed>, Problem> {
     app.require(&caller, Role::Operator, "replay dead letters").await?;
     let mut filter = body.map(|Json(f)| f).unwrap_or_default();
+    if let Some(t) = &filter.tenant {
+        app.require_tenant(&caller, t, None).await?;
+    }
     filter.allowed_tenants = caller.tenant_scope();
     let dead_letters = app.store.replay(filter, caller.name.clone()).await?;
     hand_off_replayed(&app, &dead_letters).await;
@@ -356,6 +375,9 @@ async fn audit_page(
     Query(mut filter): Query<AuditFilter>,
 ) -> Result<Json<Vec<Record>>, Problem> {
     app.require(&caller, Role::Auditor, "read the audit log").await?;
+    if let Some(t) = &filter.tenant {
+        app.require_tenant(&caller, t, None).await?;
+    }
     filter.allowed_tenants = caller.tenant_scope();
     Ok(Json(app.store.audit_page(filter).await?))
 }

@@ -1,6 +1,8 @@
 //! RFC 9457 problem details: every API error, one stable `type` URI per kind.
 
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -95,6 +97,66 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// Turns the error answers that the HTTP layer writes itself — a query string, path or JSON body
+/// that does not fit its type, a body over the limit, a method the route does not have — into
+/// problem details like every other error; the text they carry names the field and the rule.
+///
+/// An answer that is already typed (problem+json, or anything but plain text) passes unchanged.
+pub async fn plain_errors_as_problems(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    let content_type =
+        response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let plain = content_type.is_empty() || content_type.starts_with("text/plain");
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // These texts are short (an extractor's message); a longer one is cut, not buffered whole.
+    let text = match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let problem = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            Problem::new(
+                status,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("{method} is not served on {path}; use {allowed}"),
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "too-large",
+            "Request too large",
+            format!("the body is over this endpoint's limit ({text})"),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            Problem::new(status, "unsupported-media-type", "Unsupported media type", text)
+        }
+        // A JSON body that parses but does not fit the request's type (a missing or mistyped
+        // field) is a bad request like any other, not a refusal by a system behind the gateway.
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", text)
+        }
+        _ => Problem::new(
+            status,
+            "http",
+            status.canonical_reason().unwrap_or("Error"),
+            if text.is_empty() { status.to_string() } else { text },
+        ),
+    };
+    let mut answer = problem.into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 impl From<crate::store::StoreError> for Problem {

@@ -289,8 +289,7 @@ impl Gateway {
 
     pub async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
         let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.expect("GET");
-        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(r).await
     }
 
     pub async fn post_json(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
@@ -302,8 +301,7 @@ impl Gateway {
             .send()
             .await
             .expect("POST");
-        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(r).await
     }
 
     /// POSTs a raw body of any media type to `path`; the answer's status and JSON body.
@@ -323,8 +321,7 @@ impl Gateway {
             .send()
             .await
             .expect("POST");
-        let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
-        (status, r.json().await.unwrap_or(Value::Null))
+        answer(r).await
     }
 
     /// GETs `path` as text (CSV exports); the answer's status, content type and body.
@@ -722,4 +719,15 @@ impl Proxy {
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+}
+
+/// An answer's status and JSON body; an error must be problem details.
+pub async fn answer(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
+    let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(ctype, "application/problem+json", "errors are problem+json ({status}): {v}");
+    }
+    (status, v)
 }

@@ -139,11 +139,16 @@ pub struct MappingError {
     pub rule: &'static str,
 }
 
-fn pseudonimo_ok(p: &str) -> bool {
+/// Whether `p` may name a person in an event: 1–64 of `A-Z a-z 0-9 _ . : -`, and not a codice
+/// fiscale. Check it before asking INPS: [`isee_acquisito`] refuses what fails it.
+pub fn pseudonimo_ok(p: &str) -> bool {
     (1..=64).contains(&p.len())
         && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
         && !looks_like_codice_fiscale(p)
 }
+
+/// What [`pseudonimo_ok`] asks, in words.
+pub const PSEUDONIMO_RULE: &str = "must be 1-64 of A-Z a-z 0-9 _ . : - and not a codice fiscale";
 
 /// Builds the event `data` for the attestation INPS returned for `ricerca`, about the person
 /// with `pseudonimo`.
@@ -153,10 +158,7 @@ pub fn isee_acquisito(
     pseudonimo: &str,
 ) -> Result<IseeAcquisito, MappingError> {
     if !pseudonimo_ok(pseudonimo) {
-        return Err(MappingError {
-            field: "/beneficiario/pseudonimo",
-            rule: "must be 1-64 of A-Z a-z 0-9 _ . : - and not a codice fiscale",
-        });
+        return Err(MappingError { field: "/beneficiario/pseudonimo", rule: PSEUDONIMO_RULE });
     }
     let ordinario = attestazione.isee_ordinario().ok_or(MappingError {
         field: "/iseeOrdinario",

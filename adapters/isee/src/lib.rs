@@ -52,8 +52,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, IseeConfig, PdndConfig};
 pub use error::IseeError;
 pub use event::{
-    isee_acquisito, Beneficiario, IseeAcquisito, IseeOrdinarioEvento, MappingError, VarianteEvento,
-    DATA_SCHEMA, EVENT_TYPE,
+    isee_acquisito, pseudonimo_ok, Beneficiario, IseeAcquisito, IseeOrdinarioEvento, MappingError,
+    VarianteEvento, DATA_SCHEMA, EVENT_TYPE, PSEUDONIMO_RULE,
 };
 pub use pdnd::{ClientAssertionClaims, CLIENT_ASSERTION_TYPE};
 pub use request::{
