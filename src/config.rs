@@ -451,6 +451,13 @@ fn star() -> Vec<String> {
     vec!["*".into()]
 }
 
+// Upper bounds of values used in time and size arithmetic later: past them a typo would overflow
+// or panic in a worker instead of being refused here, and no real setting comes near them.
+const MAX_CONCURRENCY: usize = 10_000;
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+const MAX_AGE_SECS: u64 = 30 * 24 * 3600;
+const MAX_LEEWAY_SECS: u64 = 300;
+
 /// A configuration that cannot be used, with the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -586,8 +593,17 @@ impl Config {
             if d.max_attempts == 0 {
                 return invalid(format!("destinations[{i}].max_attempts"), "must be at least 1");
             }
-            if d.concurrency == 0 {
-                return invalid(format!("destinations[{i}].concurrency"), "must be at least 1");
+            if !(1..=MAX_CONCURRENCY).contains(&d.concurrency) {
+                return invalid(format!("destinations[{i}].concurrency"), "must be 1-10000");
+            }
+            if d.timeout_ms > MAX_TIMEOUT_MS {
+                return invalid(format!("destinations[{i}].timeout_ms"), "must be at most 3600000 (1 hour)");
+            }
+            if d.max_age_secs > MAX_AGE_SECS {
+                return invalid(
+                    format!("destinations[{i}].max_age_secs"),
+                    "must be at most 2592000 (30 days)",
+                );
             }
             if d.backoff_min_ms > d.backoff_max_ms {
                 return invalid(
@@ -605,6 +621,10 @@ impl Config {
         }
         if let Some(inps) = &self.inps {
             inps.check().map_err(|(field, rule)| ConfigError::Invalid { field, rule })?;
+        }
+        // The ISEE adapter checks the rest of its section when it starts.
+        if self.isee.as_ref().and_then(|i| i.cache_max_age_secs).is_some_and(|s| s > MAX_AGE_SECS) {
+            return invalid("isee.cache_max_age_secs".into(), "must be at most 2592000 (30 days)");
         }
         Ok(())
     }
@@ -773,6 +793,9 @@ impl InpsConfig {
                         "a JWKS file (or jwks_url) is required when mode = \"pdnd\"",
                     );
                 }
+                if a.leeway_secs > MAX_LEEWAY_SECS {
+                    return bad("inps.auth.leeway_secs".into(), "must be at most 300 (5 minutes)");
+                }
                 if let Some(u) = &a.jwks_url {
                     if !(u.starts_with("https://") || u.starts_with("http://")) {
                         return bad("inps.auth.jwks_url".into(), "must be an http(s) URL");
@@ -881,6 +904,48 @@ jwks_path = "/etc/csi/pdnd-jwks.json"
         assert_eq!(c.inps.unwrap().auth.gateway_header(), "GovWay-Transaction-ID");
         let err = with_inps(&format!("{base}{}", trusted.replace("192.0.2.7", "gateway.local"))).unwrap_err();
         assert!(err.contains("inps.auth.trusted_peers[1]"), "{err}");
+    }
+
+    /// A webhook destination with `setting` added.
+    fn with_webhook(setting: &str) -> Result<Config, String> {
+        with_inps(&format!(
+            "[[destinations]]\nname = \"w\"\nadapter = \"webhook\"\nurl = \"http://x\"\nsecret = \"s\"\n{setting}\n"
+        ))
+    }
+
+    /// An `[isee]` section with `setting` added.
+    fn with_isee(setting: &str) -> Result<Config, String> {
+        with_inps(&format!(
+            "[isee]\nendpoint = \"https://inps.example/svc\"\nuser_id = \"01199250158\"\n\
+             codice_ufficio = \"001\"\n{setting}\n[isee.pdnd]\ntoken_url = \"https://pdnd.example/token\"\n\
+             client_id = \"c\"\naudience = \"a\"\npurpose_id = \"p\"\nkid = \"k\"\n\
+             private_key_file = \"/etc/key.pem\"\n"
+        ))
+    }
+
+    #[test]
+    fn values_past_their_upper_bound_are_refused_naming_the_key() {
+        for (setting, error) in [
+            ("concurrency = 10001", "destinations[0].concurrency: must be 1-10000"),
+            ("concurrency = 0", "destinations[0].concurrency: must be 1-10000"),
+            ("timeout_ms = 3600001", "destinations[0].timeout_ms: must be at most 3600000 (1 hour)"),
+            ("max_age_secs = 2592001", "destinations[0].max_age_secs: must be at most 2592000 (30 days)"),
+        ] {
+            assert_eq!(with_webhook(setting).unwrap_err(), error);
+        }
+        assert!(with_webhook("concurrency = 10000\ntimeout_ms = 3600000\nmax_age_secs = 2592000").is_ok());
+
+        let leeway = |secs: u64| {
+            with_inps(&INPS.replace("[inps.auth]\n", &format!("[inps.auth]\nleeway_secs = {secs}\n")))
+        };
+        assert_eq!(leeway(301).unwrap_err(), "inps.auth.leeway_secs: must be at most 300 (5 minutes)");
+        assert!(leeway(300).is_ok());
+
+        assert_eq!(
+            with_isee("cache_max_age_secs = 2592001").unwrap_err(),
+            "isee.cache_max_age_secs: must be at most 2592000 (30 days)"
+        );
+        assert!(with_isee("cache_max_age_secs = 2592000").is_ok());
     }
 
     #[test]

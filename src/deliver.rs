@@ -127,7 +127,8 @@ async fn run(queue: Arc<dyn Queue>, dest: Arc<Destination>, metrics: Arc<Metrics
 pub(crate) async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -> Completion {
     let cfg = &dest.config;
     let started_at = now_ms();
-    let number = task.attempts + 1;
+    // Attempts and `since` may come from a broker message's headers: saturate, never wrap.
+    let number = task.attempts.saturating_add(1);
     let event = OutboundEvent {
         id: task.event_id.clone(),
         event_type: task.event_type.clone(),
@@ -137,7 +138,7 @@ pub(crate) async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -
         attempt: number,
     };
     // The adapter bounds its own attempts; this outer bound guards against an adapter that does not.
-    let limit = Duration::from_millis(cfg.timeout_ms + 5_000);
+    let limit = Duration::from_millis(cfg.timeout_ms.saturating_add(5_000));
     let result = match tokio::time::timeout(limit, dest.sink.deliver(&event)).await {
         Ok(r) => r,
         Err(_) => Err(DeliveryError::transient(format!("no answer within {} ms", limit.as_millis()))),
@@ -146,7 +147,7 @@ pub(crate) async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -
     let outcome = match result {
         Ok(d) => {
             metrics.delivered.get_or_create(&label).inc();
-            let secs = (now_ms() - task.since).max(0) as f64 / 1000.0;
+            let secs = now_ms().saturating_sub(task.since).max(0) as f64 / 1000.0;
             metrics.delivery_latency.get_or_create(&label).observe(secs);
             tracing::debug!(event_id = %task.event_id, attempt = number, "delivered");
             Outcome::Delivered { detail: d.detail }
@@ -158,8 +159,10 @@ pub(crate) async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -
         }
         Err(DeliveryError::Transient { reason, retry_after }) => {
             let now = now_ms();
-            let at = now + retry_delay(cfg, number, retry_after).as_millis() as i64;
-            let deadline = task.since + (cfg.max_age_secs as i64) * 1000;
+            let delay = i64::try_from(retry_delay(cfg, number, retry_after).as_millis()).unwrap_or(i64::MAX);
+            let at = now.saturating_add(delay);
+            let max_age_ms = i64::try_from(cfg.max_age_secs).unwrap_or(i64::MAX).saturating_mul(1000);
+            let deadline = task.since.saturating_add(max_age_ms);
             if number >= cfg.max_attempts {
                 metrics.dead_lettered.get_or_create(&label).inc();
                 Outcome::Dead { error: format!("gave up after {number} attempts; last: {reason}") }
@@ -191,7 +194,9 @@ pub fn retry_delay(cfg: &DestinationConfig, number: u32, retry_after: Option<Dur
         .with_factor(2.0)
         .without_max_times()
         .build()
-        .nth(number.saturating_sub(1) as usize)
+        // Past 64 doublings every delay is the cap; stepping further (a broker header may say
+        // 4 billion attempts) would only hold the worker.
+        .nth(number.saturating_sub(1).min(64) as usize)
         .unwrap_or(Duration::from_millis(cfg.backoff_max_ms));
     let jittered = Duration::from_millis(fastrand::u64(0..=cap.as_millis() as u64));
     jittered.max(retry_after.unwrap_or_default())
@@ -236,5 +241,58 @@ mod tests {
             assert!(d <= Duration::from_millis(cap), "attempt {n}: {d:?} over cap {cap}");
         }
         assert!(retry_delay(&c, 1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+    }
+
+    /// An adapter that always answers the same.
+    struct Answers(Result<csi_gateway_sdk::Delivered, DeliveryError>);
+
+    impl Outbound for Answers {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+
+        fn deliver<'a>(
+            &'a self,
+            _: &'a OutboundEvent,
+        ) -> csi_gateway_sdk::BoxFuture<'a, Result<csi_gateway_sdk::Delivered, DeliveryError>> {
+            Box::pin(std::future::ready(self.0.clone()))
+        }
+    }
+
+    fn task(attempts: u32, since: i64) -> Task {
+        Task {
+            delivery_id: 1,
+            event_id: "e-1".into(),
+            destination: "d".into(),
+            event_type: "t".into(),
+            tenant: "F205".into(),
+            idempotency_key: None,
+            body: b"{}".to_vec(),
+            digest: String::new(),
+            attempts,
+            since,
+        }
+    }
+
+    async fn outcome(answer: Result<csi_gateway_sdk::Delivered, DeliveryError>, task: Task) -> Outcome {
+        let dest = Destination { config: cfg(), sink: Arc::new(Answers(answer)) };
+        attempt(&dest, task, &Metrics::default()).await.outcome
+    }
+
+    #[tokio::test]
+    async fn attempts_and_times_at_their_limits_are_decided_not_overflowed() {
+        let ok = || Ok(csi_gateway_sdk::Delivered { detail: "HTTP 200".into() });
+        let busy = || Err(DeliveryError::transient("HTTP 503"));
+        let delivered = outcome(ok(), task(0, i64::MIN)).await;
+        assert!(matches!(delivered, Outcome::Delivered { .. }), "{delivered:?}");
+        let spent = outcome(busy(), task(u32::MAX, now_ms())).await;
+        assert!(
+            matches!(&spent, Outcome::Dead { error } if error.starts_with("gave up after 4294967295 attempts")),
+            "{spent:?}"
+        );
+        assert!(retry_delay(&cfg(), u32::MAX, None) <= Duration::from_millis(1000));
+        // A cycle that starts at the end of time never passes max_age_secs: it is retried.
+        let late = outcome(busy(), task(0, i64::MAX)).await;
+        assert!(matches!(late, Outcome::Retry { .. }), "{late:?}");
     }
 }

@@ -436,6 +436,51 @@ async fn bad_rows_are_rejected_by_row_column_and_rule_and_good_rows_go_through()
     assert_eq!(delivered, good);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_past_the_largest_importo_rejects_the_row_and_the_others_go_through() {
+    let (rx, gw) = start().await;
+    // The largest tariff and shares the contract allows: an hour makes the largest importo.
+    let progetto = Progetto {
+        id: "PRG-IMP-01",
+        pseudonimo: "ben-imp",
+        cf: Some("FRRNNA41C52F205P"),
+        interventi: vec![Intervento {
+            servizio: "SAD",
+            cooperativa: "AURORA",
+            ore_mensili: "99999",
+            tariffa: "9999999999.99",
+            quota_ente: "1.00",
+            quota_utente: "9999999.99",
+        }],
+    };
+    publish(&gw, KEY_A, "F205", &[progetto]).await;
+    let csv = sheet(&[
+        line("IMP-01", "02/03/2026", "08.00", "09.00", "OP-I1", "FRRNNA41C52F205P", "ASS.DOM"),
+        line("IMP-02", "03/03/2026", "08.00", "10.00", "OP-I1", "FRRNNA41C52F205P", "ASS.DOM"),
+    ]);
+    let r = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, csv).await;
+    let s = &r["summary"];
+    assert_eq!((s["accepted"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!(row(&r, 2)["status"], "accepted", "{r}");
+    assert_rejected(&r, 3, None, "amount_out_of_range");
+    assert_eq!(
+        row(&r, 3)["errors"][0]["message"],
+        "2.00 h of SAD at the tariffaOraria 9999999999.99 of progetto PRG-IMP-01 come to more than \
+         9999999999.99, the most an importo may be",
+        "{r}"
+    );
+
+    // The hour is priced exactly: the user's share is 9999999.99 of 10000000.99 of the importo.
+    rx.wait_distinct(1, WAIT).await;
+    barrier(&gw, &rx, 904).await;
+    let bodies = coop_bodies(&rx);
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let data = &bodies[0]["data"];
+    assert_eq!(data["importo"], "9999999999.99", "{data}");
+    assert_eq!(data["quotaUtente"], "9999998999.99", "{data}");
+    assert_eq!(data["quotaEnte"], "1000.00", "{data}");
+}
+
 /// Windows-1252 bytes of `text` (Latin-1 range plus the euro sign).
 fn windows_1252(text: &str) -> Vec<u8> {
     text.chars()

@@ -128,13 +128,10 @@ async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), Broke
         }
     };
     // A retry that came back from its tier early waits again for what is left.
-    if let Some(not_before) = header_int(&delivery, message::NOT_BEFORE) {
-        let left = not_before - now_ms();
-        if let Some((tier, _)) = Topology::tier_for(left) {
-            let again = Message::of_delivery(&delivery, &topology.retry_exchange())
-                .with(super::topology::TIER_HEADER, message::text(&tier));
-            return settle(ch, &delivery, &[again]).await;
-        }
+    if let Some(tier) = tier_left(&delivery, now_ms()) {
+        let again = Message::of_delivery(&delivery, &topology.retry_exchange())
+            .with(super::topology::TIER_HEADER, message::text(&tier));
+        return settle(ch, &delivery, &[again]).await;
     }
     // A message the broker gives again and again without an outcome (instances that crashed or
     // lost the broker during its attempt) is parked before the broker's own x-delivery-limit
@@ -156,6 +153,13 @@ async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), Broke
     settle(ch, &delivery, &next).await
 }
 
+/// The retry tier a message must wait in again when its `csi-not-before` is still ahead of `now`.
+/// Saturating: the header may hold any integer.
+fn tier_left(delivery: &Delivery, now: i64) -> Option<String> {
+    let not_before = header_int(delivery, message::NOT_BEFORE)?;
+    Topology::tier_for(not_before.saturating_sub(now)).map(|(tier, _)| tier)
+}
+
 /// An integer header of a received message.
 fn header_int(delivery: &Delivery, key: &str) -> Option<i64> {
     delivery.properties.headers().as_ref().and_then(|h| message::int(h, key))
@@ -167,7 +171,7 @@ fn next_message(topology: &Topology, delivery: &Delivery, c: &Completion) -> Vec
     match &c.outcome {
         Outcome::Delivered { .. } => vec![],
         Outcome::Retry { at, .. } => {
-            let retry = match Topology::tier_for(at - now_ms()) {
+            let retry = match Topology::tier_for(at.saturating_sub(now_ms())) {
                 Some((tier, _)) => Message::of_delivery(delivery, &topology.retry_exchange())
                     .with(super::topology::TIER_HEADER, message::text(&tier)),
                 None => Message::of_delivery(delivery, &topology.exchange),
@@ -199,4 +203,25 @@ pub fn parked_task(delivery: &Delivery) -> Result<(Task, Option<String>), String
     let task = message::task_of(delivery)?;
     let error = delivery.properties.headers().as_ref().and_then(|h| message::string(h, message::LAST_ERROR));
     Ok((task, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_not_before(ms: i64) -> Delivery {
+        let mut d = Delivery::mock(1, "".into(), "".into(), false, Vec::new());
+        let mut h = FieldTable::default();
+        h.insert(message::NOT_BEFORE.into(), AMQPValue::LongLongInt(ms));
+        d.properties = lapin::BasicProperties::default().with_headers(h);
+        d
+    }
+
+    #[test]
+    fn a_not_before_at_either_end_of_time_is_due_or_waits_the_longest_tier() {
+        let now = now_ms();
+        assert_eq!(tier_left(&with_not_before(i64::MIN), now), None, "long past: due now");
+        assert_eq!(tier_left(&with_not_before(now + 90_000), now).as_deref(), Some("30s"));
+        assert_eq!(tier_left(&with_not_before(i64::MAX), now).as_deref(), Some("1h"));
+    }
 }

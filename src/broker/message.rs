@@ -116,8 +116,25 @@ pub fn task_of(delivery: &lapin::message::Delivery) -> Result<Task, String> {
         body: delivery.data.clone(),
         digest: string(h, DIGEST).unwrap_or_default(),
         attempts: int(h, ATTEMPTS).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
-        since: int(h, SINCE).unwrap_or_else(now_ms),
+        since: since(h)?,
     })
+}
+
+/// How far ahead of this instance's clock a `csi-since` may be: instances' clocks differ by
+/// seconds, not days.
+const SINCE_AHEAD_MAX_MS: i64 = 24 * 3600 * 1000;
+
+/// The start of the delivery cycle (`csi-since`), now when the header is absent. A time before
+/// 1970 or more than a day ahead is a damaged header: `max_age_secs` cannot be counted from it.
+fn since(h: &FieldTable) -> Result<i64, String> {
+    let now = now_ms();
+    match int(h, SINCE) {
+        None => Ok(now),
+        Some(ms) if (0..=now.saturating_add(SINCE_AHEAD_MAX_MS)).contains(&ms) => Ok(ms),
+        Some(ms) => Err(format!(
+            "{SINCE} header {ms} is not a plausible time (milliseconds since 1970, at most a day ahead)"
+        )),
+    }
 }
 
 /// An integer header, whatever integer width the broker or a tool gave it.
@@ -139,5 +156,47 @@ pub fn string(h: &FieldTable, key: &str) -> Option<String> {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(since: Option<i64>, attempts: i64) -> lapin::message::Delivery {
+        let mut d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, b"{}".to_vec());
+        let mut h = FieldTable::default();
+        h.insert(DELIVERY_ID.into(), AMQPValue::LongLongInt(7));
+        h.insert(DESTINATION.into(), text("d"));
+        h.insert(TENANT.into(), text("F205"));
+        h.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempts));
+        if let Some(ms) = since {
+            h.insert(SINCE.into(), AMQPValue::LongLongInt(ms));
+        }
+        d.properties =
+            BasicProperties::default().with_message_id("e-1".into()).with_type("t".into()).with_headers(h);
+        d
+    }
+
+    #[test]
+    fn a_since_before_1970_or_days_ahead_makes_the_message_unreadable() {
+        let now = now_ms();
+        for ms in [i64::MIN, -1, now + 2 * SINCE_AHEAD_MAX_MS, i64::MAX] {
+            let why = task_of(&received(Some(ms), 0)).expect_err("unreadable");
+            assert_eq!(
+                why,
+                format!("csi-since header {ms} is not a plausible time (milliseconds since 1970, at most a day ahead)")
+            );
+        }
+        assert_eq!(task_of(&received(Some(now - 1_000), 0)).map(|t| t.since), Ok(now - 1_000));
+        let absent = task_of(&received(None, 0)).expect("readable").since;
+        assert!(absent >= now, "no header: the cycle starts now");
+    }
+
+    #[test]
+    fn attempts_past_u32_are_clamped() {
+        let now = now_ms();
+        assert_eq!(task_of(&received(Some(now), i64::MAX)).map(|t| t.attempts), Ok(u32::MAX));
+        assert_eq!(task_of(&received(Some(now), -5)).map(|t| t.attempts), Ok(0));
     }
 }

@@ -254,7 +254,7 @@ fn hundredths(s: &str) -> Option<i64> {
         return None;
     }
     let frac = format!("{frac:0<2}");
-    Some(int.parse::<i64>().ok()? * 100 + frac.parse::<i64>().ok()?)
+    int.parse::<i64>().ok()?.checked_mul(100)?.checked_add(frac.parse::<i64>().ok()?)
 }
 
 /// Hundredths as a decimal string with 2 decimals.
@@ -269,6 +269,23 @@ fn div_round(n: i64, d: i64) -> i64 {
     } else {
         (2 * n + d) / (2 * d)
     }
+}
+
+/// The most an interchange `importo` holds (9,999,999,999.99 €), in hundredths.
+const IMPORTO_MAX: i64 = 999_999_999_999;
+
+/// The importo of `minutes` at `tariffa` an hour and the user's share of it (`qu` of `qe + qu`),
+/// in hundredths; `None` past [`IMPORTO_MAX`]. In i128 because tariffs and shares the contract
+/// allows multiply past i64.
+fn amounts(minutes: i64, tariffa: i64, qe: i64, qu: i64) -> Option<(i64, i64)> {
+    let half_up = |n: i128, d: i128| (2 * n + d) / (2 * d);
+    let importo = half_up(i128::from(minutes) * i128::from(tariffa), 60);
+    if importo > i128::from(IMPORTO_MAX) {
+        return None;
+    }
+    let (qe, qu) = (i128::from(qe), i128::from(qu));
+    let quota_utente = if qe + qu > 0 { half_up(importo * qu, qe + qu) } else { 0 };
+    Some((i64::try_from(importo).ok()?, i64::try_from(quota_utente).ok()?))
 }
 
 /// A row of this upload that the store may not hold yet: the start of its content digest, its
@@ -855,6 +872,29 @@ impl Coop {
                 progetto.id_progetto, d.cooperativa
             ));
         }
+        let text = |k: &str| intervento.and_then(|i| i[k].as_str()).map(str::to_string);
+        let cents = |k: &str| text(k).and_then(|t| hundredths(&t)).unwrap_or(0);
+        let minutes = i64::from(d.durata_minuti);
+        let tariffa = cents("tariffaOraria");
+        // Checked before the month's tally counts the row: an amount no event can carry is
+        // rejected whatever the tenant's policy.
+        let Some((importo, quota_utente)) =
+            amounts(minutes, tariffa, cents("quotaEnte"), cents("quotaUtente"))
+        else {
+            return Ok(Evaluated::Rejected(vec![RowProblem::new(
+                None,
+                "amount_out_of_range",
+                format!(
+                    "{} h of {} at the tariffaOraria {} of progetto {} come to more than {}, the most \
+                     an importo may be",
+                    d.ore(),
+                    d.tipo_servizio,
+                    decimal(tariffa),
+                    progetto.id_progetto,
+                    decimal(IMPORTO_MAX)
+                ),
+            )]));
+        };
         let mut violations = Vec::new();
         if intervento.is_none() {
             violations.push(RowProblem::new(
@@ -873,7 +913,6 @@ impl Coop {
                 ),
             ));
         }
-        let minutes = i64::from(d.durata_minuti);
         let group = (progetto.id_progetto.clone(), d.tipo_servizio.clone(), mese.clone());
         let (group_id, before) = self.month_group(tenant, group, tally).await?;
         // A correction replaces the earlier minutes instead of adding to them.
@@ -930,18 +969,12 @@ impl Coop {
         tally.seen.insert(hash, SeenRow { digest: content_prefix, minutes, group: group_id, row });
 
         let service = self.services.get(&d.tipo_servizio);
-        let text = |k: &str| intervento.and_then(|i| i[k].as_str()).map(str::to_string);
         let codice = text("codicePrestazione")
             .or_else(|| service.map(|s| s.codice_prestazione.clone()))
             .unwrap_or_default();
         let denominazione =
             text("denominazione").or_else(|| service.map(|s| s.denominazione.clone())).unwrap_or_default();
         let area = service.map(|s| s.area_utenza.clone()).unwrap_or_else(|| "2".into());
-        let tariffa = text("tariffaOraria").and_then(|t| hundredths(&t)).unwrap_or(0);
-        let importo = div_round(minutes * tariffa, 60);
-        let qe = text("quotaEnte").and_then(|t| hundredths(&t)).unwrap_or(0);
-        let qu = text("quotaUtente").and_then(|t| hundredths(&t)).unwrap_or(0);
-        let quota_utente = if qe + qu > 0 { div_round(importo * qu, qe + qu) } else { 0 };
         // Idempotency is per source, not per tenant: the tenant is part of every key, or a
         // cooperative's record sent to two comuni would be taken once.
         let scoped = format!("{tenant}:{key}");
@@ -1465,9 +1498,19 @@ mod tests {
         assert_eq!(hundredths("-1"), None);
         assert_eq!(decimal(53040), "530.40");
         // 90 minutes at 22.10/h = 33.15; user share 20 % of it.
-        let importo = div_round(90 * 2210, 60);
-        assert_eq!(importo, 3315);
-        assert_eq!(div_round(importo * 10608, 42432 + 10608), 663);
+        assert_eq!(amounts(90, 2210, 42432, 10608), Some((3315, 663)));
+        assert_eq!(amounts(90, 2210, 0, 0), Some((3315, 0)));
+    }
+
+    #[test]
+    fn amounts_the_contract_allows_do_not_overflow_and_past_an_importo_are_refused() {
+        let c = |s: &str| hundredths(s).expect("an amount");
+        let (tariffa, qe, qu) = (c("9999999999.99"), c("1.00"), c("9999999.99"));
+        // An hour at the largest tariff is the largest importo; its user share is most of it.
+        assert_eq!(amounts(60, tariffa, qe, qu), Some((999_999_999_999, 999_999_899_999)));
+        assert_eq!(amounts(61, tariffa, qe, qu), None);
+        assert_eq!(amounts(24 * 60, tariffa, qe, qu), None);
+        assert_eq!(hundredths("99999999999999999"), None, "past i64 in hundredths");
     }
 
     #[test]

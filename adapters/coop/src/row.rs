@@ -241,14 +241,16 @@ pub(crate) fn build(
     };
     // JSON numbers print with a point whatever the mapping says about text.
     let decimal_of = |f: &str| if matches!(get(f), Val::Num(_)) { Decimal::Point } else { mapping.decimal };
-    let durata_minuti =
-        number_field(&mut errors, "durata_minuti", decimal_of("durata_minuti")).map(|h| (h + 50) / 100);
-    let durata_ore =
-        number_field(&mut errors, "durata_ore", decimal_of("durata_ore")).map(|h| (h * 60 + 50) / 100);
+    // Minutes in u128: a cell's hundredths fill a u64, so in u64 a crafted duration could wrap
+    // round into the 1 minute – 24 hours range checked below; here it is rejected at its true size.
+    let durata_minuti = number_field(&mut errors, "durata_minuti", decimal_of("durata_minuti"))
+        .map(|h| (u128::from(h) + 50) / 100);
+    let durata_ore = number_field(&mut errors, "durata_ore", decimal_of("durata_ore"))
+        .map(|h| (u128::from(h) * 60 + 50) / 100);
     let km = number_field(&mut errors, "km", decimal_of("km")).map(parse::decimal_string);
 
     let mut interval = None;
-    let durata: Option<u64> = match (ora_inizio, ora_fine) {
+    let durata: Option<u128> = match (ora_inizio, ora_fine) {
         (Some(a), Some(b)) => {
             let (a, b) = (minutes(a), minutes(b));
             if b <= a {
@@ -260,7 +262,7 @@ pub(crate) fn build(
                 None
             } else {
                 interval = Some((a, b));
-                Some(u64::from(b - a))
+                Some(u128::from(b - a))
             }
         }
         _ => {
@@ -275,16 +277,21 @@ pub(crate) fn build(
             }
             if let (Some(a), Some(d)) = (ora_inizio, d) {
                 let a = minutes(a);
-                interval = Some((a, (a as u64 + d).min(24 * 60) as u32));
+                interval = Some((a, (u128::from(a) + d).min(24 * 60) as u32));
             }
             d
         }
     };
     if let Some(d) = durata {
         if !(1..=24 * 60).contains(&d) {
-            let f = if interval.is_some() { "ora_fine" } else { "durata_minuti" };
+            // Name the cell the duration came from: the end time, or whichever duration column.
+            let f = match (ora_inizio, ora_fine, durata_minuti) {
+                (Some(_), Some(_), _) => "ora_fine",
+                (_, _, Some(_)) => "durata_minuti",
+                _ => "durata_ore",
+            };
             errors.push(RowError::new(
-                col(f, None),
+                col(f, t(f).as_deref()),
                 "duration_range",
                 format!("a duration of {d} minutes is outside 1 minute – 24 hours"),
             ));

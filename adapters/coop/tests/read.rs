@@ -221,6 +221,52 @@ fn three_bad_rows_among_good_ones() {
     assert_eq!((time.rule.as_str(), time.column.as_deref()), ("end_before_start", Some("Alle")));
 }
 
+/// A CSV mapping that takes the duration from hours or minutes columns instead of times.
+fn durations_only() -> Temp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = r#"name = "t"
+cooperativa = "AURORA"
+format = "csv"
+program = '''
+{ id_record: .["ID"], operatore: .["Operatore"], beneficiario_codice_fiscale: .["CF Utente"],
+  tipo_servizio: .["Servizio"], data: .["Data"], durata_ore: .["Ore"], durata_minuti: .["Minuti"] }
+'''
+[columns]
+durata_ore = "Ore"
+durata_minuti = "Minuti"
+"#;
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, toml).expect("mapping");
+    let mapping = Mapping::load(&path).expect("loads");
+    Temp { _dir: dir, mapping }
+}
+
+#[test]
+fn a_duration_too_big_to_count_is_out_of_range_not_wrapped_round() {
+    let t = durations_only();
+    // In u64 hundredths, row 3's hours times 60 wrap round to 1 minute and row 4's minutes to 0.
+    let csv = "ID;Data;Operatore;CF Utente;Servizio;Ore;Minuti\n\
+               1;02/03/2026;OP1;RSSMRA85T10A562S;SAD;1,5;\n\
+               2;02/03/2026;OP2;RSSMRA85T10A562S;SAD;15372286728091293,03;\n\
+               3;02/03/2026;OP3;RSSMRA85T10A562S;SAD;;184467440737095516,15\n\
+               4;02/03/2026;OP4;RSSMRA85T10A562S;SAD;;45\n";
+    let rows = read(&t.mapping, csv.as_bytes());
+    let minutes: Vec<u32> = deliveries(&rows).iter().map(|d| d.durata_minuti).collect();
+    assert_eq!(minutes, vec![90, 45], "the rows around the bad ones go through");
+    let bad = rejections(&rows);
+    let found: Vec<(u64, &str, Option<&str>)> =
+        bad.iter().map(|(row, e)| (*row, e[0].rule.as_str(), e[0].column.as_deref())).collect();
+    assert_eq!(found, vec![(3, "duration_range", Some("Ore")), (4, "duration_range", Some("Minuti"))]);
+    assert_eq!(
+        bad[0].1[0].message,
+        "a duration of 922337203685477582 minutes is outside 1 minute – 24 hours"
+    );
+    assert_eq!(
+        bad[1].1[0].message,
+        "a duration of 184467440737095516 minutes is outside 1 minute – 24 hours"
+    );
+}
+
 #[test]
 fn overlap_future_date_and_all_problems_of_a_row() {
     let t = excel_like("");

@@ -81,8 +81,9 @@ impl AttestazioneCache {
     /// the maximum age, whichever comes first.
     pub fn expiry(&self, attestazione: &Attestazione, now: SystemTime) -> SystemTime {
         let end = rome_end_of_day(attestazione.data_validita);
-        match self.max_age {
-            Some(age) => end.min(now + age),
+        // An age too long to add to `now` caps nothing.
+        match self.max_age.and_then(|age| now.checked_add(age)) {
+            Some(cap) => end.min(cap),
             None => end,
         }
     }
@@ -209,5 +210,16 @@ mod tests {
         // An attestation already over is not kept.
         cache.insert(&a, p, attestazione(date!(2025 - 05 - 31)), june());
         assert!(cache.get(&a, p, date!(2025 - 05 - 31), june()).is_none());
+    }
+
+    #[test]
+    fn a_max_age_too_long_to_add_keeps_the_attestation_until_its_validity_ends() {
+        let cache = AttestazioneCache::new(10, Some(Duration::from_secs(u64::MAX)));
+        let (a, p) = (cf("RSSMRA85T10A562S"), PrestazioneDaErogare::ALTRO);
+        let end = rome_end_of_day(date!(2025 - 12 - 31));
+        assert_eq!(cache.expiry(&attestazione(date!(2025 - 12 - 31)), june()), end);
+        cache.insert(&a, p, attestazione(date!(2025 - 12 - 31)), june());
+        assert!(cache.get(&a, p, date!(2025 - 12 - 31), end - Duration::from_secs(1)).is_some());
+        assert!(cache.get(&a, p, date!(2025 - 12 - 31), end).is_none());
     }
 }

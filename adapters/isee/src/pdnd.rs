@@ -18,6 +18,10 @@ pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 /// The most of a token endpoint answer this adapter reads.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
+/// The longest a voucher is kept, whatever `expires_in` says. PDND vouchers live minutes; a
+/// bigger answer is a mistake, and unbounded it would overflow the clock arithmetic.
+const MAX_VOUCHER_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// The claims of the client assertion. `purposeId` is PDND's extension.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientAssertionClaims {
@@ -192,8 +196,10 @@ impl VoucherProvider {
             });
         }
         // Without `expires_in`, assume a short lifetime (10 minutes) rather than guess a long one.
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(600));
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(600)).min(MAX_VOUCHER_LIFETIME);
         let margin = self.settings.refresh_margin.min(lifetime / 2);
-        Ok(Voucher { token: Arc::from(answer.access_token), use_until: now + lifetime - margin })
+        // A clock set past what `SystemTime` can add to: use the voucher for this call only.
+        let use_until = now.checked_add(lifetime - margin).unwrap_or(now);
+        Ok(Voucher { token: Arc::from(answer.access_token), use_until })
     }
 }

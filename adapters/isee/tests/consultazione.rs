@@ -476,6 +476,22 @@ async fn the_voucher_is_reused_until_shortly_before_it_expires() {
 }
 
 #[tokio::test]
+async fn a_voucher_announced_for_ages_is_kept_one_day_at_most() {
+    let f = fixture().await;
+    f.sim.sim.expires_in.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    f.client.consulta(&ricerca(CF_NON_TROVATI)).await.unwrap();
+    assert_eq!(f.sim.sim.token_calls(), 1);
+
+    // Kept as if it lived 24 h, margin 60 s: renewed from 23:59 on.
+    f.clock.advance(Duration::from_secs(24 * 3600 - 61));
+    f.client.consulta(&ricerca(CF_NON_TROVATI)).await.unwrap();
+    assert_eq!(f.sim.sim.token_calls(), 1);
+    f.clock.advance(Duration::from_secs(1));
+    f.client.consulta(&ricerca(CF_NON_TROVATI)).await.unwrap();
+    assert_eq!(f.sim.sim.token_calls(), 2);
+}
+
+#[tokio::test]
 async fn concurrent_consultations_share_one_voucher() {
     let f = fixture().await;
     let client = Arc::new(f.client);
