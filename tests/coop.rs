@@ -425,6 +425,25 @@ async fn bad_rows_are_rejected_by_row_column_and_rule_and_good_rows_go_through()
         row(&r, 9)["errors"][0]["message"].as_str().expect("message").contains("row 8"),
         "the overlap names the other row: {r}"
     );
+    // The upload and its rejected rows are in the audit log, by rule, without their content.
+    let id = r["id"].as_str().expect("upload id");
+    let received = audit(&gw, "received").await;
+    let file = received
+        .iter()
+        .find(|a| a["detail"].as_str().is_some_and(|d| d.starts_with(&format!("cooperative upload {id} "))))
+        .unwrap_or_else(|| panic!("no record of upload {id}"));
+    assert_eq!((&file["tenant"], &file["actor"]), (&json!("F205"), &json!("coop-aurora")), "{file}");
+    assert!(file["detail"].as_str().unwrap().contains("9 rows, 4 accepted"), "{file}");
+    let refused = audit(&gw, "rejected").await;
+    let rows = refused
+        .iter()
+        .find_map(|a| a["detail"].as_str().filter(|d| d.starts_with(&format!("cooperative upload {id}:"))))
+        .unwrap_or_else(|| panic!("no record of the rejected rows of {id}"));
+    assert!(
+        rows.contains("rows 3 (codice_fiscale), 5 (unknown_service), 6 (end_before_start), 7 (future_date), 9 (overlap);"),
+        "{rows}"
+    );
+    assert!(!rows.contains("RSSMRA85T10A562T") && !rows.contains("GIARDINAGGIO"), "no content: {rows}");
 
     // Exactly the good rows were delivered.
     let good: HashSet<String> =

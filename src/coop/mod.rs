@@ -18,7 +18,7 @@ use csi_gateway_coop::{Delivery, Mapping, RowOutcome, RowResult};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::audit;
+use crate::audit::{self, Action, Entry};
 use crate::auth::Caller;
 use crate::config::{CoopConfig, OnViolation};
 use crate::ingest::{Admission, EventResult, IngestError, Pipeline};
@@ -597,6 +597,8 @@ impl Coop {
             rows: Vec::new(),
         };
         let mut tally = Tally::default();
+        // The first rejected rows, for the upload's audit record.
+        let mut refused: Vec<String> = Vec::new();
         // While a chunk is being committed (by the store's writer thread), the next one is
         // checked, and the report rows of the one before are written: the three overlap.
         let mut pending: Option<Prepared> = None;
@@ -638,6 +640,10 @@ impl Coop {
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
                     count(&mut report.summary, r);
+                    if r.status == "rejected" && refused.len() < AUDIT_ROWS {
+                        let rules: Vec<&str> = r.errors.iter().map(|e| e.rule.as_str()).collect();
+                        refused.push(format!("{} ({})", r.row, rules.join(", ")));
+                    }
                     let json = serde_json::to_string(r).map_err(|e| CoopError::Input(e.to_string()))?;
                     out.push(ReportRow { row: r.row as i64, json });
                 }
@@ -665,6 +671,7 @@ impl Coop {
                 report: Value::String(head.clone()),
             })
             .await?;
+        pipeline.store.audit(upload_entries(caller, &report, &refused)).await?;
         Ok(Uploaded { id: upload_id, summary: report.summary, report: head })
     }
 
@@ -1361,6 +1368,42 @@ fn count(s: &mut Summary, r: &RowReport) {
     if !r.flags.is_empty() {
         s.flagged += 1;
     }
+}
+
+/// Rejected rows named one by one in an upload's audit record; the report has them all.
+const AUDIT_ROWS: usize = 20;
+
+/// The audit records of a finished upload: the file received (its digest, its tally), and the
+/// rows rejected by the adapter's own checks, which never became events (their rules, not their
+/// content: the report has the rest). Accepted rows have their own records, as events.
+fn upload_entries(caller: &Caller, report: &UploadReport, refused: &[String]) -> Vec<Entry> {
+    let s = &report.summary;
+    let entry =
+        |action| Entry::new(action, caller.name.as_str()).tenant(&report.tenant).digest(&report.digest);
+    let mut entries = vec![entry(Action::Received).detail(format!(
+        "cooperative upload {} (mapping {}): {} rows, {} accepted, {} corrected, {} duplicate, {} flagged, \
+         {} rejected, {} skipped",
+        report.id,
+        report.mapping,
+        s.rows,
+        s.accepted,
+        s.corrected,
+        s.duplicates,
+        s.flagged,
+        s.rejected,
+        s.skipped
+    ))];
+    if s.rejected > 0 {
+        let more = s.rejected.saturating_sub(refused.len() as u64);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        entries.push(entry(Action::Rejected).detail(format!(
+            "cooperative upload {}: rows {}{more}; see GET /v1/adapters/coop/erogazioni/{}",
+            report.id,
+            refused.join(", "),
+            report.id
+        )));
+    }
+    entries
 }
 
 fn rejected(row: u64, errors: Vec<RowProblem>) -> RowReport {

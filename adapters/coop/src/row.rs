@@ -115,6 +115,13 @@ pub(crate) fn build(
     let mut texts: Vec<Option<String>> = vec![None; FIELDS.len()];
     for (i, f) in FIELDS.iter().enumerate().filter(|(_, f)| !matches!(**f, "checkin" | "checkout")) {
         match text(fields[i].unwrap_or(&Val::Null)) {
+            // A NUL cannot be stored as text (PostgreSQL refuses it in every text column), and no
+            // cell means one: the row is refused, not the whole group it would be committed with.
+            Ok(Some(t)) if t.contains('\0') => errors.push(RowError::new(
+                col(f, None),
+                "nul_character",
+                format!("{f}: the text holds a NUL character (U+0000)"),
+            )),
             Ok(t) => texts[i] = t,
             Err(()) => {
                 errors.push(RowError::new(col(f, None), "mapping", format!("{f}: expected a single value")))

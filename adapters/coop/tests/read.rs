@@ -221,6 +221,23 @@ fn three_bad_rows_among_good_ones() {
     assert_eq!((time.rule.as_str(), time.column.as_deref()), ("end_before_start", Some("Alle")));
 }
 
+#[test]
+fn a_nul_character_in_a_cell_costs_its_row_only() {
+    let t = excel_like("");
+    let csv = format!(
+        "{HEADER}\
+         1;02/03/2026;OP1;FRRNNA41C52F205P;ASS.DOM;8.00;9.00;;\n\
+         2;02/03/2026;OP\u{0}2;FRRNNA41C52F205P;ASS.DOM;10.00;11.00;;\n\
+         3;03/03/2026;OP1;FRRNNA41C52F205P;ASS.DOM;8.00;9.00;;visita\u{0}\n"
+    );
+    let rows = read(&t.mapping, csv.as_bytes());
+    assert_eq!(deliveries(&rows).len(), 1);
+    let bad = rejections(&rows);
+    let found: Vec<(u64, &str, Option<&str>)> =
+        bad.iter().map(|(r, e)| (*r, e[0].rule.as_str(), e[0].column.as_deref())).collect();
+    assert_eq!(found, [(3, "nul_character", Some("Operatore")), (4, "nul_character", Some("Note"))]);
+}
+
 /// A CSV mapping that takes the duration from hours or minutes columns instead of times.
 fn durations_only() -> Temp {
     let dir = tempfile::tempdir().expect("tempdir");
