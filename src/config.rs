@@ -537,6 +537,15 @@ impl Config {
             if !names.insert(c.name.as_str()) {
                 return invalid(format!("clients[{i}].name"), "must be unique");
             }
+            // Any other role reads beyond the cooperative's own submissions (other cooperatives'
+            // deliveries among the tenant's events, their liquidazione, the audit log).
+            if c.cooperativa.is_some() && c.roles.iter().any(|r| *r != Role::Publisher) {
+                return invalid(
+                    format!("clients[{i}].roles"),
+                    "a cooperative's client (with cooperativa) may hold only the publisher role: any other \
+                     would let it read beyond its own submissions",
+                );
+            }
         }
         if let Some(d) = &self.coop.drop {
             if !names.contains(d.client.as_str()) {
@@ -921,6 +930,20 @@ jwks_path = "/etc/csi/pdnd-jwks.json"
              client_id = \"c\"\naudience = \"a\"\npurpose_id = \"p\"\nkid = \"k\"\n\
              private_key_file = \"/etc/key.pem\"\n"
         ))
+    }
+
+    #[test]
+    fn a_cooperatives_client_is_a_publisher_only() {
+        let client = |roles: &str| {
+            with_inps(&format!(
+                "[[clients]]\nname = \"coop\"\napi_key_sha256 = \"{}\"\ntenants = [\"F205\"]\n\
+                 roles = {roles}\ncooperativa = \"AURORA\"\n",
+                "a".repeat(64)
+            ))
+        };
+        assert!(client(r#"["publisher"]"#).is_ok());
+        let e = client(r#"["publisher", "reader"]"#).unwrap_err();
+        assert!(e.starts_with("clients[0].roles: a cooperative's client"), "{e}");
     }
 
     #[test]

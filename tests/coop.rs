@@ -679,6 +679,71 @@ async fn a_corrected_row_replaces_the_earlier_one_and_the_change_is_audited_on(s
     let (status, list) = gw.get(KEY_A, "/v1/adapters/coop/liquidazioni?tenant=F205&mese=2026-03").await;
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list[0]["ore"], "2.50", "1.50 h (corrected) + 1.00 h: {list}");
+
+    // Back and forth: a record corrected back to content it had before is a correction again
+    // (not a duplicate of its first version, which would leave the other one counted), and so is
+    // each month's close over it.
+    let close1 = close_march(&gw).await;
+    let back = sheet(&[
+        line("COR-01", "02/03/2026", "08.00", "10.00", "OP-C1", "FRRNNA41C52F205P", "ASS.DOM"),
+        line("COR-02", "02/03/2026", "10.30", "11.30", "OP-C1", "VRDLCU45D55F205C", "ASS.DOM"),
+    ]);
+    let again = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, back).await;
+    assert_eq!(row(&again, 2)["status"], "corrected", "{again}");
+    let third_id = row(&again, 2)["id"].as_str().expect("id").to_string();
+    assert!(third_id != old_id && third_id != new_id, "{again}");
+    let (_, list) = gw.get(KEY_A, "/v1/adapters/coop/liquidazioni?tenant=F205&mese=2026-03").await;
+    assert_eq!(list[0]["ore"], "3.00", "2.00 h (back to the first version) + 1.00 h: {list}");
+    let close2 = close_march(&gw).await;
+    let fixed_again = sheet(&[
+        line("COR-01", "02/03/2026", "08.00", "09.30", "OP-C1", "FRRNNA41C52F205P", "ASS.DOM"),
+        line("COR-02", "02/03/2026", "10.30", "11.30", "OP-C1", "VRDLCU45D55F205C", "ASS.DOM"),
+    ]);
+    let last = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, fixed_again).await;
+    assert_eq!(row(&last, 2)["status"], "corrected", "{last}");
+    let (_, list) = gw.get(KEY_A, "/v1/adapters/coop/liquidazioni?tenant=F205&mese=2026-03").await;
+    assert_eq!(list[0]["ore"], "2.50", "{list}");
+    let close3 = close_march(&gw).await;
+    assert_eq!(close1.len(), 2, "one monthly event per progetto: {close1:?}");
+    // COR-02's month never changed: the same event each time; COR-01's is new each time.
+    assert_eq!(close1.intersection(&close2).count(), 1, "{close1:?} {close2:?}");
+    assert_eq!(close1.intersection(&close3).count(), 1, "{close1:?} {close3:?}");
+    assert_eq!(close2.intersection(&close3).count(), 1, "{close2:?} {close3:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_without_a_tariff_is_named_in_the_close_and_not_sent() {
+    let (rx, gw) = start().await;
+    publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+    // PRG-AUR-02 authorizes SAD only: the ADH row is accepted flagged, with no tariff.
+    let csv = sheet(&[
+        line("TAR-01", "09/03/2026", "08.00", "10.00", "OP-T1", "FRRNNA41C52F205P", "ASS.DOM"),
+        line("TAR-02", "10/03/2026", "08.00", "11.00", "OP-T1", "FRRNNA41C52F205P", "EDU.DIS"),
+    ]);
+    let r = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, csv).await;
+    assert_eq!(r["summary"]["flagged"].as_u64(), Some(1), "{r}");
+    let (status, c) =
+        gw.post_json(KEY_A, "/v1/adapters/coop/chiusure", json!({"tenant": "F205", "mese": "2026-03"})).await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["events"].as_array().map(Vec::len), Some(1), "only SAD is sent: {c}");
+    let errors = c["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{c}");
+    let e = errors[0].as_str().expect("text");
+    assert!(e.starts_with("ADH of progetto PRG-AUR-02 (AURORA): 3.00 h in 2026-03 with no amount"), "{e}");
+    rx.wait_distinct(3, WAIT).await;
+    let monthly: Vec<Value> =
+        rx.bodies().into_iter().filter(|b| b["source"] == "/coop/chiusura-mensile").collect();
+    assert_eq!(monthly.len(), 1, "{monthly:?}");
+    assert_eq!(monthly[0]["data"]["tipoServizio"], "SAD");
+}
+
+/// Closes March 2026 for F205; the ids of the monthly events.
+async fn close_march(gw: &Gateway) -> HashSet<String> {
+    let (status, c) =
+        gw.post_json(KEY_A, "/v1/adapters/coop/chiusure", json!({"tenant": "F205", "mese": "2026-03"})).await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert!(c.get("errors").is_none(), "{c}");
+    c["events"].as_array().expect("events").iter().map(|e| e.as_str().expect("id").to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,6 +255,8 @@ pub async fn close_month(
 ) -> Result<Json<Closing>, Problem> {
     let coop = coop(&app)?;
     app.require(&caller, Role::Operator, "close the month").await?;
+    // The close publishes the monthly events: checked here, before anything is computed.
+    app.require(&caller, Role::Publisher, "close the month (it publishes the monthly events)").await?;
     let tenant = tenant_of(&caller, req.tenant)?;
     app.require_tenant(&caller, &tenant, None).await?;
     Ok(Json(coop.close_month(&app.pipeline, &caller, &tenant, &req.mese).await?))

@@ -973,6 +973,11 @@ impl Coop {
         if let Some(t) = tally.minutes_mut(group_id) {
             *t = total;
         }
+        // What this row replaces, if anything: an earlier row of this file, or the stored event.
+        let replaces = match tally.seen(hash) {
+            Some(seen) => Some(format!("{upload_id}/{}", seen.row)),
+            None => stored.get(&key).map(|p| p.event_id.clone()),
+        };
         tally.seen.insert(hash, SeenRow { digest: content_prefix, minutes, group: group_id, row });
 
         let service = self.services.get(&d.tipo_servizio);
@@ -1011,9 +1016,16 @@ impl Coop {
         if let Some(cf) = progetto.codice_fiscale.as_ref().or(d.beneficiario_codice_fiscale.as_ref()) {
             data["beneficiario"]["codiceFiscale"] = json!(cf);
         }
+        // The key names the content and, for a correction, what it replaces: a record corrected
+        // back to content it had before is a new event that replaces the correction, not a
+        // duplicate of the first one (which would leave the correction counted).
+        let version = match &replaces {
+            Some(r) => format!("{}@{}", &content[..16], &audit::digest(r.as_bytes())[..12]),
+            None => content[..16].to_string(),
+        };
         let event = json!({
             "specversion": "1.0",
-            "id": format!("coop-{short}-{}", &content[..12]),
+            "id": format!("coop-{short}-{version}"),
             "source": format!("/coop/{}", d.cooperativa),
             "type": PRESTAZIONE,
             "tenant": tenant,
@@ -1021,7 +1033,7 @@ impl Coop {
             "datacontenttype": "application/json",
             // A correction is a new event with the same correlation id: the latest one counts.
             "correlationid": format!("coop:{short}"),
-            "idempotencykey": format!("{scoped}#{}", &content[..16]),
+            "idempotencykey": format!("{scoped}#{version}"),
             "data": data,
         });
         let projection = CoopDeliveryRow {
@@ -1183,6 +1195,7 @@ impl Coop {
                 .push(r);
         }
         let mut events = Vec::new();
+        let mut errors = Vec::new();
         for ((coop, progetto, servizio), rs) in &groups {
             let minutes: i64 = rs.iter().map(|r| r.minuti).sum();
             let importo: i64 = rs.iter().map(|r| r.importo_cents).sum();
@@ -1194,9 +1207,26 @@ impl Coop {
                 .await?
                 .and_then(|p| p.codice_fiscale);
             let ore = decimal(div_round(minutes * 100, 60));
+            // No tariff (a service the progetto does not authorize, accepted flagged; an intervento
+            // without tariffaOraria): SIUSS refuses a prestazione without an amount, so the month
+            // is not sent until the progetto says what the hours cost.
+            if importo <= 0 {
+                errors.push(format!(
+                    "{servizio} of progetto {progetto} ({coop}): {ore} h in {mese} with no amount (the progetto gives \
+                     no tariffaOraria for it): not sent to SIUSS; approve the progetto with the service and its \
+                     tariff, then close again"
+                ));
+                continue;
+            }
             let group_key = format!("{tenant}:{mese}:{coop}:{progetto}:{servizio}");
             let short = &audit::digest(group_key.as_bytes())[..16];
-            let totals = audit::digest(format!("{minutes}:{importo}:{utente}").as_bytes());
+            // The totals and the deliveries behind them: closing again with nothing changed is a
+            // duplicate, but totals that corrections bring back to an earlier close's are a new
+            // event, which replaces the close in between (as the latest event of its idPrestazione).
+            let mut basis: Vec<&str> = rs.iter().map(|r| r.event_id.as_str()).collect();
+            basis.sort_unstable();
+            let totals =
+                audit::digest(format!("{minutes}:{importo}:{utente}:{}", basis.join(",")).as_bytes());
             let mut data = json!({
                 "idPrestazione": format!("MESE-{mese}-{short}"),
                 "beneficiario": { "pseudonimo": r0.pseudonimo },
@@ -1239,7 +1269,6 @@ impl Coop {
         let results =
             if events.is_empty() { Vec::new() } else { pipeline.submit(caller, &digest, events).await? };
         let mut ids = Vec::new();
-        let mut errors = Vec::new();
         for r in results {
             match r {
                 EventResult::Accepted { id, .. } => ids.push(id),
