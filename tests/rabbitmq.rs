@@ -347,3 +347,49 @@ async fn a_message_whose_attempts_keep_dying_is_parked_with_the_reason() {
     assert_eq!(status, StatusCode::OK);
     gw.wait_status(&sent[0], "delivered", WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_refuses_does_not_fail_the_others_of_its_batch() {
+    use lapin::options::{
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    let rabbit = Rabbit::create().await;
+    let conn = Rabbit::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    let exchange = rabbit.exchange.clone();
+    let auto = ExchangeDeclareOptions { auto_delete: true, ..Default::default() };
+    ch.exchange_declare(exchange.as_str().into(), lapin::ExchangeKind::Topic, auto, FieldTable::default())
+        .await
+        .expect("exchange");
+    let queue = format!("{exchange}.bound");
+    let q = QueueDeclareOptions::default();
+    ch.queue_declare(queue.as_str().into(), q, FieldTable::default()).await.expect("queue");
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "bound".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    let message = |key: &str, id: &str| csi_gateway::broker::Message {
+        exchange: exchange.clone(),
+        routing_key: key.into(),
+        body: b"{}".to_vec(),
+        headers: FieldTable::default(),
+        message_id: id.into(),
+        event_type: "t".into(),
+    };
+    let batch = [message("bound", "e-1"), message("nowhere", "e-2"), message("bound", "e-3")];
+    let outcomes = csi_gateway::broker::publish_each_on(&ch, &batch).await.expect("channel works");
+    let refused: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+    assert_eq!(refused, [false, true, false], "{outcomes:?}");
+    assert!(outcomes[1].as_ref().unwrap_err().to_string().contains("no queue bound for routing key nowhere"));
+    // The whole batch, as one answer, is refused because of the one message.
+    assert!(csi_gateway::broker::publish_on(&ch, &batch).await.is_err());
+    assert_eq!(drain(&queue).await.len(), 4, "both good messages were stored, twice");
+    ch.queue_delete(queue.as_str().into(), Default::default()).await.expect("queue deleted");
+}

@@ -148,11 +148,30 @@ impl Publisher {
         let ch = self.channel().await?;
         publish_on(&ch, messages).await
     }
+
+    /// [`Publisher::publish`], answering for each message: one the broker refuses (no queue
+    /// bound for it, not stored) does not take the others down with it. `Err` when the channel
+    /// failed, and nothing is known of any.
+    pub async fn publish_each(
+        &self,
+        messages: &[Message],
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        let ch = self.channel().await?;
+        publish_each_on(&ch, messages).await
+    }
 }
 
 /// Publishes messages on a confirm-mode channel and awaits their confirms (pipelined). A message
 /// no queue takes (`mandatory`) or that the broker could not store counts as refused.
 pub async fn publish_on(ch: &Channel, messages: &[Message]) -> Result<(), BrokerError> {
+    publish_each_on(ch, messages).await?.into_iter().collect()
+}
+
+/// [`publish_on`], with each message's own outcome.
+pub async fn publish_each_on(
+    ch: &Channel,
+    messages: &[Message],
+) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
     let mut confirms = Vec::with_capacity(messages.len());
     for m in messages {
         let confirm = ch
@@ -166,22 +185,18 @@ pub async fn publish_on(ch: &Channel, messages: &[Message]) -> Result<(), Broker
             .await?;
         confirms.push((m, confirm));
     }
+    let mut outcomes = Vec::with_capacity(confirms.len());
     for (m, confirm) in confirms {
-        match confirm.await? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {}
-            Confirmation::Ack(Some(returned)) => {
-                return Err(BrokerError::Refused(format!(
-                    "no queue bound for routing key {} on exchange {} ({})",
-                    m.routing_key, m.exchange, returned.reply_text
-                )))
-            }
+        outcomes.push(match confirm.await? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(returned)) => Err(BrokerError::Refused(format!(
+                "no queue bound for routing key {} on exchange {} ({})",
+                m.routing_key, m.exchange, returned.reply_text
+            ))),
             Confirmation::Nack(_) => {
-                return Err(BrokerError::Refused(format!(
-                    "event {} not stored by the broker (nack)",
-                    m.message_id
-                )))
+                Err(BrokerError::Refused(format!("event {} not stored by the broker (nack)", m.message_id)))
             }
-        }
+        });
     }
-    Ok(())
+    Ok(outcomes)
 }

@@ -104,43 +104,82 @@ impl Relay {
 
     async fn publish_batch(&self, batch: Vec<Request>) {
         let events: Vec<String> = batch.iter().flat_map(|r| r.events.iter().cloned()).collect();
-        let result = match self.outbox.take_unpublished(Some(events), 0, 100_000, LEASE_MS).await {
-            Ok(tasks) => self.publish_tasks(tasks).await,
+        let failed = match self.outbox.take_unpublished(Some(events), 0, 100_000, LEASE_MS).await {
+            Ok(tasks) => self.publish_tasks(tasks, true).await,
             Err(e) => Err(HandoffError::Store(e.0)),
         };
+        // A handoff fails only when one of its own events was not confirmed: a destination the
+        // broker refuses does not fail requests whose events do not go there.
         for r in batch {
-            let _ = r.done.send(result.clone());
+            let result = match &failed {
+                Ok(failed) => match r.events.iter().find_map(|e| failed.iter().find(|(id, _)| id == e)) {
+                    Some((_, e)) => Err(e.clone()),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            let _ = r.done.send(result);
         }
     }
 
-    /// Publishes taken deliveries and settles them in the store: published once confirmed, given
-    /// back otherwise.
-    async fn publish_tasks(&self, tasks: Vec<Task>) -> Result<(), HandoffError> {
+    /// Publishes taken deliveries and settles each in the store: published once confirmed;
+    /// otherwise given back (`release`, for the sweeper to try again soon) or left to its lease
+    /// (so that a sweep moves on to the deliveries behind it). The events whose deliveries were
+    /// not confirmed, with why; `Err` when none could be published (the broker is unreachable).
+    async fn publish_tasks(
+        &self,
+        tasks: Vec<Task>,
+        release: bool,
+    ) -> Result<Vec<(String, HandoffError)>, HandoffError> {
         if tasks.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let ids: Vec<i64> = tasks.iter().map(|t| t.delivery_id).collect();
         let messages: Vec<Message> = tasks.iter().map(|t| Message::of_task(&self.exchange, t)).collect();
-        let published = match tokio::time::timeout(self.timeout, self.publisher.publish(&messages)).await {
-            Ok(Ok(())) => Ok(()),
+        let outcomes = match tokio::time::timeout(self.timeout, self.publisher.publish_each(&messages)).await
+        {
+            Ok(Ok(outcomes)) => Ok(outcomes),
             Ok(Err(e)) => Err(HandoffError::Broker(e)),
             Err(_) => Err(HandoffError::Timeout(self.timeout)),
         };
-        match published {
-            Ok(()) => {
-                // Confirmed: the answer need not wait for the bookkeeping. Should the mark be lost
-                // (the instance dies first), a sweeper publishes these again: a duplicate with the
-                // same webhook-id, never a loss.
-                let _ = self.confirmed.send(ids);
-                Ok(())
-            }
+        let outcomes = match outcomes {
+            Ok(o) => o,
             Err(e) => {
+                let ids: Vec<i64> = tasks.iter().map(|t| t.delivery_id).collect();
                 tracing::warn!(error = %e, deliveries = ids.len(), "not published: left in the outbox for the sweeper");
-                if let Err(se) = self.outbox.release(ids).await {
-                    tracing::warn!(error = %se, "cannot release deliveries: they are taken again when their lease ends");
-                }
-                Err(e)
+                self.give_back(ids, release).await;
+                return Err(e);
             }
+        };
+        let (mut confirmed, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        for (task, outcome) in tasks.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => confirmed.push(task.delivery_id),
+                Err(e) => {
+                    tracing::warn!(error = %e, destination = %task.destination, event_id = %task.event_id, "not published: left in the outbox");
+                    refused.push(task.delivery_id);
+                    failed.push((task.event_id.clone(), HandoffError::Broker(e)));
+                }
+            }
+        }
+        // Confirmed: the answer need not wait for the bookkeeping. Should the mark be lost (the
+        // instance dies first), a sweeper publishes these again: a duplicate with the same
+        // webhook-id, never a loss.
+        if !confirmed.is_empty() {
+            let _ = self.confirmed.send(confirmed);
+        }
+        if !refused.is_empty() {
+            self.give_back(refused, release).await;
+        }
+        Ok(failed)
+    }
+
+    /// Deliveries not published: released now, or left to their lease.
+    async fn give_back(&self, ids: Vec<i64>, release: bool) {
+        if !release {
+            return;
+        }
+        if let Err(se) = self.outbox.release(ids).await {
+            tracing::warn!(error = %se, "cannot release deliveries: they are taken again when their lease ends");
         }
     }
 
@@ -158,8 +197,14 @@ impl Relay {
             if n == 0 {
                 return;
             }
-            match self.publish_tasks(tasks).await {
-                Ok(()) => tracing::info!(deliveries = n, "outbox sweep: published deliveries left behind"),
+            // What the broker refuses keeps its lease (LEASE_MS): the next take reaches the
+            // deliveries behind it instead of retrying it at once.
+            match self.publish_tasks(tasks, false).await {
+                Ok(failed) => tracing::info!(
+                    deliveries = n - failed.len(),
+                    refused = failed.len(),
+                    "outbox sweep: published deliveries left behind"
+                ),
                 Err(_) => return,
             }
             if n < 500 {
