@@ -371,19 +371,30 @@ async fn outbox_hands_each_unpublished_delivery_to_one_relay_and_replay_makes_it
         started_at: now_ms(),
         outcome: Outcome::Dead { error: "permanent: HTTP 400".into() },
     };
+    let delivery_id = dead.task.delivery_id;
+    let stale = Completion {
+        task: dead.task.clone(),
+        started_at: now_ms(),
+        outcome: Outcome::Delivered { detail: "HTTP 200".into() },
+    };
     store.complete(vec![dead]).await.unwrap();
+    assert!(store.settled(delivery_id).await.unwrap());
+    // A late outcome of the same attempt (a copy the broker gave another instance) is recorded
+    // in the timeline but does not undo the dead letter.
+    store.complete(vec![stale]).await.unwrap();
     let letters = store.dead_letters(DeadLetterFilter::default()).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].last_error, "permanent: HTTP 400");
     let replayed = store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap();
     assert_eq!(replayed.len(), 1);
+    assert!(!store.settled(delivery_id).await.unwrap(), "replayed: open again");
     assert!(store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap().is_empty());
     let again = store.take_unpublished(Some(vec!["ev-1".into()]), 0, 10, 60_000).await.unwrap();
     assert_eq!(ids(&again), vec!["ev-1"]);
     assert_eq!(again[0].attempts, 0, "a replay starts a fresh cycle");
     let v = store.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
-    assert_eq!(v.records, 5, "accepted ×3, dead_lettered, replayed");
+    assert_eq!(v.records, 6, "accepted ×3, dead_lettered, delivered (the late copy), replayed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

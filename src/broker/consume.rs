@@ -127,6 +127,14 @@ async fn handle(ctx: &Ctx, ch: &Channel, delivery: Delivery) -> Result<(), Broke
             return settle(ch, &delivery, &[parked]).await;
         }
     };
+    // Given again by the broker (an instance died, or lost the broker, between recording an
+    // outcome and acknowledging): a delivery already delivered or dead-lettered is not attempted
+    // again — a dead letter would otherwise turn delivered without a replay.
+    if delivery.redelivered && ctx.queue.settled(task.delivery_id).await.unwrap_or(false) {
+        tracing::info!(destination = %ctx.dest.config.name, event_id = %task.event_id, "redelivered message of a settled delivery acknowledged");
+        delivery.ack(BasicAckOptions::default()).await?;
+        return Ok(());
+    }
     // A retry that came back from its tier early waits again for what is left.
     if let Some(tier) = tier_left(&delivery, now_ms()) {
         let again = Message::of_delivery(&delivery, &topology.retry_exchange())

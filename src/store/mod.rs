@@ -392,6 +392,10 @@ pub trait Queue: Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<Vec<Task>>>;
     /// Records finished attempts and their audit records.
     fn complete(&self, done: Vec<Completion>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Whether a delivery's outcome is final: delivered, or dead and not replayed since. A
+    /// message the broker gives again for such a delivery (its consumer died between recording
+    /// the outcome and acknowledging) is not attempted again.
+    fn settled(&self, delivery_id: i64) -> BoxFuture<'_, StoreResult<bool>>;
     /// Deliveries waiting or in flight, per destination.
     fn depth(&self) -> BoxFuture<'_, StoreResult<Vec<(String, i64)>>>;
     /// Wakes when new work may be due (new events, replays).

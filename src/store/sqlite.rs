@@ -932,7 +932,7 @@ fn complete_one(tx: &Transaction<'_>, head: &mut (i64, String), c: &Completion, 
     tx.prepare_cached(
         "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, lease_until = NULL,
                 last_error = COALESCE(?5, last_error), updated_at = ?6
-         WHERE id = ?1",
+         WHERE id = ?1 AND status NOT IN ('delivered', 'dead')",
     )?
     .execute(params![t.delivery_id, status, attempt, next, error, now])?;
     tx.prepare_cached(
@@ -1380,6 +1380,16 @@ impl Queue for SqliteStore {
         self.submit(|r| Op::Complete(done, r))
     }
 
+    fn settled(&self, delivery_id: i64) -> BoxFuture<'_, StoreResult<bool>> {
+        self.read(move |conn| {
+            let status: Option<String> = conn
+                .prepare_cached("SELECT status FROM deliveries WHERE id = ?1")?
+                .query_row([delivery_id], |r| r.get(0))
+                .optional()?;
+            Ok(matches!(status.as_deref(), Some("delivered" | "dead")))
+        })
+    }
+
     fn depth(&self) -> BoxFuture<'_, StoreResult<Vec<(String, i64)>>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -1530,17 +1540,28 @@ mod tests {
             started_at: now_ms(),
             outcome: Outcome::Dead { error: "permanent: HTTP 400".into() },
         };
+        let delivery_id = dead.task.delivery_id;
+        let stale = Completion {
+            task: dead.task.clone(),
+            started_at: now_ms(),
+            outcome: Outcome::Delivered { detail: "HTTP 200".into() },
+        };
         store.complete(vec![dead]).await.unwrap();
+        assert!(store.settled(delivery_id).await.unwrap());
+        // A late outcome of the same attempt (a copy of it still running elsewhere) is recorded
+        // in the timeline but does not undo the dead letter.
+        store.complete(vec![stale]).await.unwrap();
         let letters = store.dead_letters(DeadLetterFilter::default()).await.unwrap();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].last_error, "permanent: HTTP 400");
         let replayed = store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap();
         assert_eq!(replayed.len(), 1);
+        assert!(!store.settled(delivery_id).await.unwrap(), "replayed: open again");
         let again = store.claim("d".into(), 1, 60_000).await.unwrap();
         assert_eq!(again[0].event_id, "ev-1");
         assert_eq!(again[0].attempts, 0, "a replay starts a fresh cycle");
         let v = store.audit_verify().await.unwrap();
         assert!(v.ok, "{v:?}");
-        assert_eq!(v.records, 3, "accepted, dead_lettered, replayed");
+        assert_eq!(v.records, 4, "accepted, dead_lettered, delivered (the late copy), replayed");
     }
 }

@@ -486,6 +486,10 @@ impl Queue for PgStore {
         })
     }
 
+    fn settled(&self, delivery_id: i64) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(async move { read::settled(&self.client().await?, delivery_id).await })
+    }
+
     fn depth(&self) -> BoxFuture<'_, StoreResult<Vec<(String, i64)>>> {
         Box::pin(async move { read::depth(&self.client().await?).await })
     }

@@ -363,6 +363,12 @@ pub(super) async fn upload_rows<C: GenericClient>(
     rows.iter().map(|r| Ok(ReportRow { row: r.try_get(0)?, json: r.try_get(1)? })).collect()
 }
 
+pub(super) async fn settled<C: GenericClient>(c: &C, delivery_id: i64) -> StoreResult<bool> {
+    let rows = query(c, "SELECT status FROM deliveries WHERE id = $1", &[&delivery_id]).await?;
+    let status: Option<String> = rows.first().map(|r| r.try_get(0)).transpose()?;
+    Ok(matches!(status.as_deref(), Some("delivered" | "dead")))
+}
+
 pub(super) async fn depth<C: GenericClient>(c: &C) -> StoreResult<Vec<(String, i64)>> {
     let rows = query(
         c,

@@ -512,7 +512,7 @@ async fn store_completions(tx: &Transaction<'_>, done: &[&Completion], now: i64)
                 lease_until = NULL, last_error = COALESCE(u.error, d.last_error), updated_at = $6
          FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
               AS u (id, status, attempts, next, error)
-         WHERE d.id = u.id",
+         WHERE d.id = u.id AND d.status NOT IN ('delivered', 'dead')",
         &[&ids, &status, &attempts, &next, &errors, &now],
     )
     .await?;
