@@ -351,7 +351,7 @@ async fn outbox_hands_each_unpublished_delivery_to_one_relay_and_replay_makes_it
     let out = store.take_unpublished(Some(vec!["ev-1".into(), "ev-2".into()]), 0, 10, 60_000).await.unwrap();
     assert_eq!(ids(&out), vec!["ev-1", "ev-2"]);
     assert_eq!(out[0].body, br#"{"id":"ev-1"}"#.to_vec(), "tasks carry the body");
-    store.published(out.iter().map(|t| t.delivery_id).collect()).await.unwrap();
+    store.published(out.iter().map(|t| (t.delivery_id, t.since)).collect()).await.unwrap();
     // A sweep takes only what is stale, leased: another instance's sweep skips it.
     assert!(
         other.take_unpublished(None, 60_000, 10, 60_000).await.unwrap().is_empty(),
@@ -371,7 +371,7 @@ async fn outbox_hands_each_unpublished_delivery_to_one_relay_and_replay_makes_it
         started_at: now_ms(),
         outcome: Outcome::Dead { error: "permanent: HTTP 400".into() },
     };
-    let delivery_id = dead.task.delivery_id;
+    let (delivery_id, first_since) = (dead.task.delivery_id, dead.task.since);
     let stale = Completion {
         task: dead.task.clone(),
         started_at: now_ms(),
@@ -385,9 +385,14 @@ async fn outbox_hands_each_unpublished_delivery_to_one_relay_and_replay_makes_it
     let letters = store.dead_letters(DeadLetterFilter::default()).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].last_error, "permanent: HTTP 400");
+    // A replay starts a new cycle (`since` = now): at least a millisecond after the first.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let replayed = store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap();
     assert_eq!(replayed.len(), 1);
     assert!(!store.settled(delivery_id).await.unwrap(), "replayed: open again");
+    // The broker's confirm of the first cycle's message, marked late: the replay's own
+    // publication is still to come, so the delivery stays unpublished.
+    store.published(vec![(delivery_id, first_since)]).await.unwrap();
     assert!(store.replay(DeadLetterFilter::default(), "operator".into()).await.unwrap().is_empty());
     let again = store.take_unpublished(Some(vec!["ev-1".into()]), 0, 10, 60_000).await.unwrap();
     assert_eq!(ids(&again), vec!["ev-1"]);

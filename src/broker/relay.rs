@@ -50,7 +50,7 @@ pub struct Relay {
     timeout: Duration,
     requests: mpsc::Sender<Request>,
     /// Deliveries confirmed by the broker, to mark published (in the background, batched).
-    confirmed: mpsc::UnboundedSender<Vec<i64>>,
+    confirmed: mpsc::UnboundedSender<Vec<(i64, i64)>>,
 }
 
 impl Relay {
@@ -153,7 +153,7 @@ impl Relay {
         let (mut confirmed, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for (task, outcome) in tasks.iter().zip(outcomes) {
             match outcome {
-                Ok(()) => confirmed.push(task.delivery_id),
+                Ok(()) => confirmed.push((task.delivery_id, task.since)),
                 Err(e) => {
                     tracing::warn!(error = %e, destination = %task.destination, event_id = %task.event_id, "not published: left in the outbox");
                     refused.push(task.delivery_id);
@@ -215,7 +215,7 @@ impl Relay {
 }
 
 /// Marks confirmed deliveries as published, all those waiting in one statement.
-async fn mark_published(outbox: Arc<dyn Outbox>, mut marks: mpsc::UnboundedReceiver<Vec<i64>>) {
+async fn mark_published(outbox: Arc<dyn Outbox>, mut marks: mpsc::UnboundedReceiver<Vec<(i64, i64)>>) {
     while let Some(mut ids) = marks.recv().await {
         while let Ok(more) = marks.try_recv() {
             ids.extend(more);

@@ -419,8 +419,10 @@ pub trait Outbox: Send + Sync + 'static {
         limit: usize,
         lease_ms: i64,
     ) -> BoxFuture<'_, StoreResult<Vec<Task>>>;
-    /// Marks deliveries as confirmed by the broker.
-    fn published(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Marks deliveries as confirmed by the broker, each as `(delivery id, since)` of the task
+    /// that was published: a mark that arrives after a replay started a new cycle (a new
+    /// `since`) leaves the replayed delivery unpublished, for its own publication.
+    fn published(&self, deliveries: Vec<(i64, i64)>) -> BoxFuture<'_, StoreResult<()>>;
     /// Gives taken deliveries back unpublished (the broker refused them or did not answer).
     fn release(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>>;
 }

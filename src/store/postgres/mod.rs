@@ -513,12 +513,12 @@ impl Outbox for PgStore {
         })
     }
 
-    fn published(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>> {
+    fn published(&self, deliveries: Vec<(i64, i64)>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
-            if delivery_ids.is_empty() {
+            if deliveries.is_empty() {
                 return Ok(());
             }
-            write::settle_published(&self.client().await?, &delivery_ids, true).await
+            write::mark_published(&self.client().await?, &deliveries).await
         })
     }
 
@@ -527,7 +527,7 @@ impl Outbox for PgStore {
             if delivery_ids.is_empty() {
                 return Ok(());
             }
-            write::settle_published(&self.client().await?, &delivery_ids, false).await
+            write::release(&self.client().await?, &delivery_ids).await
         })
     }
 }

@@ -628,18 +628,23 @@ pub(super) async fn take_unpublished<C: GenericClient>(
 }
 
 /// Marks deliveries confirmed by the broker (`published`), or gives them back (`!published`).
-pub(super) async fn settle_published<C: GenericClient>(
-    c: &C,
-    ids: &[i64],
-    published: bool,
-) -> StoreResult<()> {
+pub(super) async fn mark_published<C: GenericClient>(c: &C, deliveries: &[(i64, i64)]) -> StoreResult<()> {
+    let (ids, since): (Vec<i64>, Vec<i64>) = deliveries.iter().copied().unzip();
     execute(
         c,
-        "UPDATE deliveries SET published = $2, lease_until = NULL
-         WHERE id = ANY($1) AND NOT published",
-        &[&ids, &published],
+        "UPDATE deliveries d SET published = true, lease_until = NULL
+         FROM UNNEST($1::bigint[], $2::bigint[]) AS u (id, since)
+         WHERE d.id = u.id AND d.since = u.since AND NOT d.published",
+        &[&ids, &since],
     )
     .await?;
+    Ok(())
+}
+
+/// Gives taken deliveries back, unpublished and unleased.
+pub(super) async fn release<C: GenericClient>(c: &C, ids: &[i64]) -> StoreResult<()> {
+    execute(c, "UPDATE deliveries SET lease_until = NULL WHERE id = ANY($1) AND NOT published", &[&ids])
+        .await?;
     Ok(())
 }
 
