@@ -154,6 +154,24 @@ async fn embedded_installation_moves_to_postgres_with_history_and_audit_chain() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_still_in_use_is_not_moved() {
+    let db = PgDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.accept(vec![new_event(1, Some("k-1"))], vec![]).await.unwrap();
+    let from = format!("sqlite://{}", dir.path().join("gateway.db").display());
+    let (code, out, err) = cli(&["migrate", "--from", &from, "--to", &db.url]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(err.contains("another gateway process is using the store"), "{err}");
+    let pg = db.client().await;
+    let events: i64 = pg.query_one("SELECT COUNT(*) FROM events", &[]).await.map(|r| r.get(0)).unwrap_or(0);
+    assert_eq!(events, 0, "nothing moved");
+    drop(store);
+    let (code, out, err) = cli(&["migrate", "--from", &from, "--to", &db.url]);
+    assert_eq!(code, Some(0), "once stopped, the store moves: {out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_in_flight_arrive_pending_and_unpublished() {
     let db = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();

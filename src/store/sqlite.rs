@@ -148,6 +148,9 @@ enum Op {
 
 /// The embedded store and queue.
 pub struct SqliteStore {
+    /// Held while the store is open for writing: one process per data dir (see
+    /// [`lock_data_dir`]); a reader beside it holds none.
+    _lock: Option<std::fs::File>,
     writer: mpsc::SyncSender<Op>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: std::sync::atomic::AtomicUsize,
@@ -253,6 +256,31 @@ fn create_and_migrate(conn: &mut Connection) -> StoreResult<()> {
     }
 }
 
+/// Takes `data_dir/gateway.lock` for this process. Embedded mode has one process per store: a
+/// second one would hand the first one's deliveries in flight back to the queue (sending them
+/// twice) and append to the audit chain behind the first one's back. The lock goes with the
+/// process, however it ends.
+pub fn lock_data_dir(data_dir: &Path) -> StoreResult<std::fs::File> {
+    let path = data_dir.join("gateway.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError(format!(
+            "another gateway process is using the store in {}: one process per data dir (stop it, or set \
+             another server.data_dir)",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
+}
+
 fn open(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -271,6 +299,7 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> StoreResult<Arc<Self>> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        let lock = lock_data_dir(data_dir)?;
         let path = data_dir.join("gateway.db");
         let mut conn = open(&path)?;
         // The writer's page cache (SQLite's default is 2 MiB): a big batch inserts into the
@@ -298,7 +327,7 @@ impl SqliteStore {
             .name("store-writer".into())
             .spawn(move || writer.run(rx, wake))
             .map_err(|e| StoreError(e.to_string()))?;
-        Ok(Arc::new(Self { writer: tx, readers, next_reader: Default::default(), notify }))
+        Ok(Arc::new(Self { _lock: Some(lock), writer: tx, readers, next_reader: Default::default(), notify }))
     }
 
     fn submit<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Op) -> BoxFuture<'_, StoreResult<T>> {
@@ -1508,6 +1537,18 @@ mod tests {
         assert!(high < 200, "the WAL grew to {high} pages");
         let db = std::fs::metadata(dir.path().join("gateway.db")).unwrap().len();
         assert!(db > 4 * 1024 * 1024, "the database file holds the events: {db} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_second_process_on_the_same_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SqliteStore::open(dir.path()).unwrap();
+        let err = SqliteStore::open(dir.path()).err().expect("refused while the first is open");
+        assert!(err.0.starts_with("another gateway process is using the store in"), "{err}");
+        // A reader beside it (the command line's SIUSS export) is welcome.
+        assert!(SqliteStore::open_reader(dir.path()).is_ok());
+        drop(first);
+        assert!(SqliteStore::open(dir.path()).is_ok(), "free again once the first is closed");
     }
 
     #[tokio::test]

@@ -422,6 +422,12 @@ fn insert_sql(t: &Table) -> String {
 
 /// Reads the snapshot and streams it.
 fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
+    // A gateway still serving from this store would accept events after the snapshot, which the
+    // move would leave behind: refused while one holds the data dir's lock.
+    let _lock = match file.parent() {
+        Some(dir) if dir.join("gateway.lock").exists() => Some(crate::store::sqlite::lock_data_dir(dir)?),
+        _ => None,
+    };
     let conn = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     // One read transaction: every table from the same snapshot.

@@ -577,6 +577,7 @@ impl SqliteStore {
         // No receiver: a write submitted here fails at once.
         let (writer, _) = mpsc::sync_channel(1);
         Ok(Arc::new(SqliteStore {
+            _lock: None,
             writer,
             readers,
             next_reader: Default::default(),
