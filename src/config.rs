@@ -766,10 +766,14 @@ impl InpsConfig {
             if !(1..=100).contains(&e.denominazione.trim().chars().count()) {
                 return bad(f("denominazione"), "must be 1-100 characters");
             }
-            if !cf_shape(&e.cf_operatore) {
+            // The XSD's pattern, not only a codice fiscale's shape: an omocodia letter where the
+            // XSD wants a digit would make every flusso of the ente invalid.
+            if !cf_shape(&e.cf_operatore) || !csi_gateway_inps::rules::is_xsd_codice_fiscale(&e.cf_operatore)
+            {
                 return bad(
                     f("cf_operatore"),
-                    "must be a codice fiscale (16 characters) or an 11-digit partita IVA",
+                    "must be a codice fiscale (16 characters, digits where the SIUSS XSD wants them: no \
+                     omocodia letters) or an 11-digit partita IVA",
                 );
             }
             if !["1", "2", "3", "4"].contains(&e.presenza_prova_mezzi.as_str()) {
@@ -896,6 +900,11 @@ jwks_path = "/etc/csi/pdnd-jwks.json"
             ("jwks_path = \"/etc/csi/pdnd-jwks.json\"", "", "inps.auth.jwks_path"),
             ("belfiore = \"F205\"", "belfiore = \"015146\"", "inps.enti[0].belfiore"),
             ("cf_operatore = \"RSSMRA80A01F205X\"", "cf_operatore = \"nobody\"", "inps.enti[0].cf_operatore"),
+            (
+                "cf_operatore = \"RSSMRA80A01F205X\"",
+                "cf_operatore = \"RSSMRALTA0MF205X\"",
+                "inps.enti[0].cf_operatore",
+            ),
             (
                 "presenza_prova_mezzi = \"1\"",
                 "presenza_prova_mezzi = \"5\"",

@@ -477,10 +477,23 @@ fn check_depth(body: &[u8], max: usize) -> Result<(), IngestError> {
     }
 }
 
+/// A control character XML 1.0 cannot hold (NUL has its own rule).
+fn forbidden_control(c: char) -> bool {
+    matches!(c, '\u{1}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}')
+}
+
 fn strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError>) {
     let len = path.len();
     let nul = |path: &str| {
         FieldError::new(path, "nul_character", "text may not contain the NUL character (U+0000)")
+    };
+    let control = |path: &str| {
+        FieldError::new(
+            path,
+            "control_character",
+            "text may not contain control characters other than tab, line feed and carriage return \
+             (U+0001–U+001F): XML, which INPS reads, cannot carry them",
+        )
     };
     match v {
         Value::String(s) if s.chars().count() > max => errors.push(FieldError::new(
@@ -489,6 +502,7 @@ fn strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError
             format!("string of {} characters exceeds the limit of {max}", s.chars().count()),
         )),
         Value::String(s) if s.contains('\0') => errors.push(nul(path)),
+        Value::String(s) if s.chars().any(forbidden_control) => errors.push(control(path)),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 path.push_str(&format!("/{i}"));
@@ -504,6 +518,8 @@ fn strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError
                     errors.push(FieldError::new(path.clone(), "max_string_chars", "property name too long"));
                 } else if k.contains('\0') {
                     errors.push(nul(path));
+                } else if k.chars().any(forbidden_control) {
+                    errors.push(control(path));
                 }
                 strings(item, path, max, errors);
                 path.truncate(len);
@@ -530,13 +546,20 @@ mod tests {
 
     #[test]
     fn long_strings_and_nul_characters_are_named_by_pointer() {
-        let ev = serde_json::json!({"a": {"b": "toolong", "c": ["ok", "x\u{0}y"]}, "d\u{0}": 1});
+        let ev = serde_json::json!({"a": {"b": "toolong", "c": ["ok", "x\u{0}y", "v\u{b}t"]}, "d\u{0}": 1});
         let errors = text_errors(&ev, 3);
         let found: Vec<(&str, &str)> = errors.iter().map(|e| (e.pointer.as_str(), e.rule.as_str())).collect();
         assert_eq!(
             found,
-            [("/a/b", "max_string_chars"), ("/a/c/1", "nul_character"), ("/d\u{0}", "nul_character")]
+            [
+                ("/a/b", "max_string_chars"),
+                ("/a/c/1", "nul_character"),
+                ("/a/c/2", "control_character"),
+                ("/d\u{0}", "nul_character")
+            ]
         );
+        // Tab, line feed and carriage return are text.
+        assert!(text_errors(&serde_json::json!({"note": "a\tb\r\nc"}), 16).is_empty());
         assert!(text_errors(&serde_json::json!({"a": ["abc", {"b": "é漢字"}]}), 3).is_empty());
     }
 }

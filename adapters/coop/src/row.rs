@@ -122,6 +122,14 @@ pub(crate) fn build(
                 "nul_character",
                 format!("{f}: the text holds a NUL character (U+0000)"),
             )),
+            // Nor other control characters but tab and line breaks: the SIUSS XML cannot carry them.
+            Ok(Some(t)) if t.chars().any(|c| c < ' ' && !matches!(c, '\t' | '\n' | '\r')) => {
+                errors.push(RowError::new(
+                    col(f, None),
+                    "control_character",
+                    format!("{f}: the text holds a control character (U+0001–U+001F other than tab and line breaks)"),
+                ))
+            }
             Ok(t) => texts[i] = t,
             Err(()) => {
                 errors.push(RowError::new(col(f, None), "mapping", format!("{f}: expected a single value")))

@@ -222,20 +222,28 @@ fn three_bad_rows_among_good_ones() {
 }
 
 #[test]
-fn a_nul_character_in_a_cell_costs_its_row_only() {
+fn a_nul_or_control_character_in_a_cell_costs_its_row_only() {
     let t = excel_like("");
     let csv = format!(
         "{HEADER}\
          1;02/03/2026;OP1;FRRNNA41C52F205P;ASS.DOM;8.00;9.00;;\n\
          2;02/03/2026;OP\u{0}2;FRRNNA41C52F205P;ASS.DOM;10.00;11.00;;\n\
-         3;03/03/2026;OP1;FRRNNA41C52F205P;ASS.DOM;8.00;9.00;;visita\u{0}\n"
+         3;03/03/2026;OP1;FRRNNA41C52F205P;ASS.DOM;8.00;9.00;;visita\u{0}\n\
+         4\u{1}B;04/03/2026;OP1;FRRNNA41C52F205P;ASS.DOM;8.00;9.00;;a\tcapo\n"
     );
     let rows = read(&t.mapping, csv.as_bytes());
     assert_eq!(deliveries(&rows).len(), 1);
     let bad = rejections(&rows);
     let found: Vec<(u64, &str, Option<&str>)> =
         bad.iter().map(|(r, e)| (*r, e[0].rule.as_str(), e[0].column.as_deref())).collect();
-    assert_eq!(found, [(3, "nul_character", Some("Operatore")), (4, "nul_character", Some("Note"))]);
+    assert_eq!(
+        found,
+        [
+            (3, "nul_character", Some("Operatore")),
+            (4, "nul_character", Some("Note")),
+            (5, "control_character", Some("ID"))
+        ]
+    );
 }
 
 /// A CSV mapping that takes the duration from hours or minutes columns instead of times.
