@@ -472,8 +472,18 @@ async fn poller_drains_flussi_and_posts_esiti(store: &str) {
     // A failure of the re-offered flusso (its new ts_flusso) re-offers it again.
     let (status, _) = post_esiti(&gw, &token, json!([esito(&again[0], "ERRORE_GENERICO", json!({}))])).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (third, _) = drain(&gw, &token, cursor2, 10).await;
+    let (third, cursor3) = drain(&gw, &token, cursor2, 10).await;
     assert_eq!(third.len(), 1);
+    // INPS acquires the third offering; a notification about the first one, posted late (INPS
+    // retrying an old batch), changes nothing: the flusso is not offered a fourth time.
+    let ok = esito(&third[0], "OK", json!({"id_acquisizione_siuss": "7"}));
+    assert_eq!(post_esiti(&gw, &token, json!([ok])).await.0, StatusCode::NO_CONTENT);
+    let late = esito(&entries[3], "ERRORE_GENERICO", json!({}));
+    assert_eq!(post_esiti(&gw, &token, json!([late])).await.0, StatusCode::NO_CONTENT);
+    let (none, _) = drain(&gw, &token, cursor3, 10).await;
+    assert!(none.is_empty(), "{none:?}");
+    let (_, v) = gw.get(api_key(t3), &format!("/v1/events/{id3}")).await;
+    assert_eq!(v["siuss"]["stato"], "acquired", "{v}");
 
     // Unknown id_flusso: 404, the known ones of the same request are recorded.
     let (status, v) = post_esiti(
@@ -503,17 +513,21 @@ async fn poller_drains_flussi_and_posts_esiti(store: &str) {
     // Counted by esito, audited without personal data.
     let m = metrics(&gw).await;
     for line in [
-        "csi_gateway_siuss_esiti_total{esito=\"OK\"} 3",
+        "csi_gateway_siuss_esiti_total{esito=\"OK\"} 4",
         "csi_gateway_siuss_esiti_total{esito=\"RICHIESTA_INVALIDA\"} 1",
-        "csi_gateway_siuss_esiti_total{esito=\"ERRORE_GENERICO\"} 3",
+        "csi_gateway_siuss_esiti_total{esito=\"ERRORE_GENERICO\"} 4",
         "csi_gateway_siuss_flussi_total{operazione=\"I\"} 8",
     ] {
         assert!(m.contains(line), "metrics lack {line}:\n{m}");
     }
     let (_, audit) = gw.get(KEY_AUDITOR, "/v1/audit?action=siuss_esito&limit=1000").await;
     let audit = audit.as_array().unwrap();
-    assert_eq!(audit.len(), 8, "every esito is audited, repeats included: {audit:?}");
+    assert_eq!(audit.len(), 10, "every esito is audited, repeats included: {audit:?}");
     assert!(audit.iter().any(|r| r["detail"].as_str().unwrap().ends_with("already recorded, no change")));
+    assert!(audit.iter().any(|r| r["detail"]
+        .as_str()
+        .unwrap()
+        .ends_with("about an earlier offering of the flusso, no change")));
     assert!(audit.iter().all(|r| r["actor"] == "pdnd:inps-client"));
     let (_, all) = gw.get(KEY_AUDITOR, "/v1/audit?limit=1000").await;
     assert!(!all.to_string().contains(CF), "no codice fiscale in the audit");

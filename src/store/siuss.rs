@@ -329,6 +329,13 @@ pub enum Holding {
     Unchanged,
 }
 
+/// Whether esito `e` is about an earlier offering of flusso `row` (its `ts_flusso` is older than
+/// the flusso's current one): INPS posting an old batch again, after the flusso was offered anew.
+/// Such an esito changes nothing: acting on it would undo what the later outcome decided.
+pub fn esito_outdated(e: &EsitoIn, row: &FlussoRow) -> bool {
+    e.ts_flusso.parse::<i64>().is_ok_and(|ts| ts < row.ts_flusso)
+}
+
 /// The effect of esito `e`; `overtaken` when a later flusso of the same prestazione was offered
 /// (re-offering this one would reverse their order at INPS: it is left for an operator instead).
 pub fn esito_effect(e: &EsitoIn, overtaken: bool) -> EsitoEffect {
@@ -363,6 +370,9 @@ pub fn esito_entry(
 ) -> crate::audit::Entry {
     let mut detail = format!("id_flusso {}: {}", e.id_flusso, e.codice);
     match effect {
+        None if esito_outdated(e, row) => {
+            detail.push_str(": about an earlier offering of the flusso, no change")
+        }
         None => detail.push_str(": already recorded, no change"),
         Some(fx) => match fx.stato {
             stato::TO_CORRECT if fx.overtaken => detail.push_str(": to_correct, overtaken by a later flusso"),

@@ -264,7 +264,7 @@ async fn record_esiti(client: &mut Object, esiti: &[EsitoIn], actor: &str) -> St
                 .map(|r| r.try_get(0))
                 .transpose()?
                 .flatten();
-        let changed = recorded.as_deref() != Some(key.as_str());
+        let changed = recorded.as_deref() != Some(key.as_str()) && !esito_outdated(e, &row);
         let effect = if changed {
             // Re-offering a flusso after a later one of the same prestazione would reverse their
             // order at INPS: such a flusso is left for an operator instead.

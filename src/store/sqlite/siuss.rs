@@ -364,7 +364,7 @@ fn record_esiti(
         let recorded: Option<String> = tx
             .prepare_cached("SELECT esito_key FROM siuss_flussi WHERE id_flusso = ?1")?
             .query_row([&e.id_flusso], |r| r.get(0))?;
-        let changed = recorded.as_deref() != Some(key.as_str());
+        let changed = recorded.as_deref() != Some(key.as_str()) && !esito_outdated(e, &row);
         let effect = if changed {
             // Re-offering a flusso after a later one of the same prestazione would reverse their
             // order at INPS (an old insertion after its cancellation, a cancellation after the
