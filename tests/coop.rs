@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -1083,6 +1084,30 @@ interval_secs = 1
         rows_with(&report, "accepted").iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect();
     let delivered: HashSet<String> = rx.delivered().keys().cloned().collect();
     assert!(ids.is_subset(&delivered) && ids.len() == 20, "{ids:?}");
+
+    // The same name copied again (next month's export, or this one resent): a new file, taken on
+    // its own, whose report does not replace the first one's.
+    std::fs::write(at("ottobre.csv"), sample("coop-excel-csv.csv")).expect("write");
+    let deadline = std::time::Instant::now() + WAIT;
+    let second = loop {
+        let reports: Vec<PathBuf> = std::fs::read_dir(at("processed"))
+            .expect("processed/")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with("-ottobre.csv.report.json"))
+            .collect();
+        if let [one] = reports.as_slice() {
+            break one.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the second copy was not processed in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let again: Value = serde_json::from_slice(&std::fs::read(&second).expect("report")).expect("JSON report");
+    assert_eq!(again["summary"]["duplicates"].as_u64(), Some(20), "{again}");
+    let first: Value = serde_json::from_slice(&std::fs::read(&report_file).expect("report")).expect("JSON");
+    assert_eq!(first["id"], report["id"], "the first report is kept");
+    let data_file = second.to_string_lossy().trim_end_matches(".report.json").to_string();
+    assert!(Path::new(&data_file).exists(), "{data_file}");
+    assert_eq!(std::fs::read_dir(at("processing")).expect("processing/").count(), 0);
 }
 
 /// A body of nested brackets would exhaust the stack of the thread that parses it, and that
