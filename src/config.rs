@@ -651,6 +651,11 @@ pub struct InpsConfig {
     /// wins over the event's.
     #[serde(default)]
     pub codici_prestazione: Option<PathBuf>,
+    /// The states table (`istat;siuss[;nome]`, 3 digits each: ISTAT state code → SIUSS
+    /// CodiceNazione/CodiceCittadinanza). The built-in one holds a few states only: a person of
+    /// a state it lacks cannot be reported until this names a complete table.
+    #[serde(default)]
+    pub nazioni: Option<PathBuf>,
     /// Who may call the WaaS endpoints.
     pub auth: InpsAuthConfig,
 }

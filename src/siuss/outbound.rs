@@ -107,7 +107,16 @@ pub fn locate_table(configured: Option<&Path>) -> PathBuf {
 pub fn tables(config: &InpsConfig) -> anyhow::Result<Tables> {
     let path = locate_table(config.codici_prestazione.as_deref());
     let prestazioni = CodiciPrestazione::from_path(&path).context("inps.codici_prestazione")?;
-    Ok(Tables { prestazioni, ..Tables::builtin() })
+    let builtin = Tables::builtin();
+    let nazioni = match &config.nazioni {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("inps.nazioni: reading {}", p.display()))?;
+            csi_gateway_inps::tables::Nazioni::from_csv(&text).context("inps.nazioni")?
+        }
+        None => builtin.nazioni,
+    };
+    Ok(Tables { prestazioni, nazioni, ..builtin })
 }
 
 /// What `csi-gateway check-config` says about `[inps]`.
@@ -115,8 +124,15 @@ pub fn check_config(config: &InpsConfig) -> anyhow::Result<String> {
     let enti = Enti::new(config)?;
     let tables = tables(config)?;
     let access = super::voucher::Access::new(&config.auth)?;
+    let nazioni = match config.nazioni {
+        Some(_) => format!("{} states", tables.nazioni.len()),
+        None => format!(
+            "the built-in table of {} states (persons of other states cannot be reported: set inps.nazioni)",
+            tables.nazioni.len()
+        ),
+    };
     Ok(format!(
-        "inps: {} enti, {} codici prestazione, WaaS auth {}",
+        "inps: {} enti, {} codici prestazione, {nazioni}, WaaS auth {}",
         enti.len(),
         tables.prestazioni.len(),
         access.describe()
@@ -407,6 +423,23 @@ mod tests {
         let yearly =
             json!({"carattere": "1", "dataInizio": "2026-01-01", "dataFine": "2026-12-31", "ore": "2.00"});
         assert!(!single_delivery(&yearly));
+    }
+
+    #[test]
+    fn a_states_table_can_be_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nazioni.csv");
+        std::fs::write(&file, "istat;siuss;nome\n100;380;Italia\n314;156;Cina\n").unwrap();
+        let mut config: InpsConfig = serde_json::from_value(json!({
+            "enti": [], "auth": {"mode": "trusted-gateway", "trusted_peers": ["127.0.0.1"]}
+        }))
+        .unwrap();
+        assert_eq!(tables(&config).unwrap().nazioni.siuss("314"), None, "not in the built-in table");
+        config.nazioni = Some(file.clone());
+        assert_eq!(tables(&config).unwrap().nazioni.siuss("314"), Some("156"));
+        std::fs::write(&file, "istat;siuss\n314;CN\n").unwrap();
+        let e = format!("{:#}", tables(&config).unwrap_err());
+        assert!(e.starts_with("inps.nazioni"), "{e}");
     }
 
     #[test]

@@ -143,6 +143,16 @@ impl Nazioni {
     pub fn siuss(&self, istat: &str) -> Option<&str> {
         self.map.get(istat).map(String::as_str)
     }
+
+    /// Number of states.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the table has no states.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
 /// ISTAT province code → ISTAT region code.
