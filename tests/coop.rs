@@ -738,6 +738,47 @@ async fn a_month_without_a_tariff_is_named_in_the_close_and_not_sent() {
     assert_eq!(monthly[0]["data"]["tipoServizio"], "SAD");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_a_correction_empties_is_annulled_at_the_next_close() {
+    a_month_a_correction_empties_is_annulled_at_the_next_close_on("").await;
+}
+
+/// The same on the PostgreSQL store (cluster mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_a_correction_empties_is_annulled_at_the_next_close_on_postgres() {
+    let db = PgDb::create().await;
+    a_month_a_correction_empties_is_annulled_at_the_next_close_on(&db.store_config()).await;
+}
+
+async fn a_month_a_correction_empties_is_annulled_at_the_next_close_on(store: &str) {
+    let (rx, gw) = start_on(store).await;
+    publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+    let march =
+        sheet(&[line("MOV-01", "16/03/2026", "08.00", "10.00", "OP-M1", "FRRNNA41C52F205P", "ASS.DOM")]);
+    report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, march).await;
+    let first = close_march(&gw).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    // The delivery was in fact on 16 April: March has nothing left for that progetto and service.
+    let april =
+        sheet(&[line("MOV-01", "16/04/2026", "08.00", "10.00", "OP-M1", "FRRNNA41C52F205P", "ASS.DOM")]);
+    let r = report(&gw, KEY_AURORA, "coop-excel-csv", "F205", CSV, april).await;
+    assert_eq!(row(&r, 2)["status"], "corrected", "{r}");
+    let second = close_march(&gw).await;
+    assert_eq!(second.len(), 1, "the annulment: {second:?}");
+    assert!(second.is_disjoint(&first), "a new event: {second:?}");
+    // The receiver has the monthly record, then its annulment with the same idPrestazione.
+    rx.wait_distinct(4, WAIT).await;
+    let monthly: Vec<Value> =
+        rx.bodies().into_iter().filter(|b| b["source"] == "/coop/chiusura-mensile").collect();
+    assert_eq!(monthly.len(), 2, "{monthly:?}");
+    let (sent, annulled) = (&monthly[0]["data"], &monthly[1]["data"]);
+    assert_eq!(sent["idPrestazione"], annulled["idPrestazione"]);
+    assert_eq!((sent.get("annullata"), &annulled["annullata"]), (None, &json!(true)), "{monthly:?}");
+    assert_eq!(annulled["oreServizioMensile"], sent["oreServizioMensile"], "the other fields repeat it");
+    // Closing again annuls nothing more.
+    assert!(close_march(&gw).await.is_empty());
+}
+
 /// Closes March 2026 for F205; the ids of the monthly events.
 async fn close_march(gw: &Gateway) -> HashSet<String> {
     let (status, c) =

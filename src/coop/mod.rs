@@ -7,7 +7,7 @@
 //! a corrected row (same record id, other content) replaces the earlier one and is audited; a
 //! cooperative's client acts only as its own cooperative, on progetti that name it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -1196,6 +1196,7 @@ impl Coop {
         }
         let mut events = Vec::new();
         let mut errors = Vec::new();
+        let mut withheld = HashSet::new();
         for ((coop, progetto, servizio), rs) in &groups {
             let minutes: i64 = rs.iter().map(|r| r.minuti).sum();
             let importo: i64 = rs.iter().map(|r| r.importo_cents).sum();
@@ -1210,7 +1211,11 @@ impl Coop {
             // No tariff (a service the progetto does not authorize, accepted flagged; an intervento
             // without tariffaOraria): SIUSS refuses a prestazione without an amount, so the month
             // is not sent until the progetto says what the hours cost.
+            let group_key = format!("{tenant}:{mese}:{coop}:{progetto}:{servizio}");
+            let short = &audit::digest(group_key.as_bytes())[..16];
             if importo <= 0 {
+                // Still delivered: an earlier close's record of it stays (it is not annulled).
+                withheld.insert(format!("MESE-{mese}-{short}"));
                 errors.push(format!(
                     "{servizio} of progetto {progetto} ({coop}): {ore} h in {mese} with no amount (the progetto gives \
                      no tariffaOraria for it): not sent to SIUSS; approve the progetto with the service and its \
@@ -1218,8 +1223,6 @@ impl Coop {
                 ));
                 continue;
             }
-            let group_key = format!("{tenant}:{mese}:{coop}:{progetto}:{servizio}");
-            let short = &audit::digest(group_key.as_bytes())[..16];
             // The totals and the deliveries behind them: closing again with nothing changed is a
             // duplicate, but totals that corrections bring back to an earlier close's are a new
             // event, which replaces the close in between (as the latest event of its idPrestazione).
@@ -1260,6 +1263,41 @@ impl Coop {
                     "datacontenttype": "application/json",
                     "correlationid": format!("mese:{short}"),
                     "idempotencykey": format!("{group_key}#{}", &totals[..16]),
+                    "data": data,
+                }),
+                Vec::new(),
+            ));
+        }
+        // Months a correction emptied since an earlier close (every delivery of a progetto and
+        // service moved to another month or service): their monthly record is annulled, or SIUSS
+        // would keep hours that were not delivered.
+        let sent: HashSet<String> = events
+            .iter()
+            .filter_map(|(e, _)| e["data"]["idPrestazione"].as_str().map(str::to_string))
+            .collect();
+        let earlier = self.store.prestazioni_with_prefix(tenant.to_string(), format!("MESE-{mese}-")).await?;
+        for (id_prestazione, event_id) in earlier {
+            if sent.contains(&id_prestazione) || withheld.contains(&id_prestazione) {
+                continue;
+            }
+            let Some(view) = pipeline.store.event(event_id.clone()).await? else { continue };
+            let mut data = view.event["data"].clone();
+            if data["annullata"] == true || !data.is_object() {
+                continue;
+            }
+            data["annullata"] = json!(true);
+            events.push((
+                json!({
+                    "specversion": "1.0",
+                    "id": format!("mese-annulla-{}", &audit::digest(event_id.as_bytes())[..16]),
+                    "source": "/coop/chiusura-mensile",
+                    "type": PRESTAZIONE,
+                    "tenant": tenant,
+                    "subject": view.event["subject"],
+                    "datacontenttype": "application/json",
+                    "correlationid": view.event["correlationid"],
+                    // Annulling this event once, however many closes follow.
+                    "idempotencykey": format!("{tenant}:{id_prestazione}#annulla@{event_id}"),
                     "data": data,
                 }),
                 Vec::new(),

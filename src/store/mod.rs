@@ -367,6 +367,13 @@ pub trait Projections: Send + Sync + 'static {
         mese: String,
         cooperativa: Option<String>,
     ) -> BoxFuture<'_, StoreResult<Vec<CoopDeliveryRow>>>;
+    /// The latest event of each prestazione of `tenant` whose `idPrestazione` starts with
+    /// `prefix` (the monthly records of a month's closes), as (idPrestazione, event id).
+    fn prestazioni_with_prefix(
+        &self,
+        tenant: String,
+        prefix: String,
+    ) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>>;
     fn save_upload(&self, upload: UploadRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn upload(&self, id: String) -> BoxFuture<'_, StoreResult<Option<UploadRecord>>>;
     /// Adds rows to an upload's report as the upload goes (a report row already there is

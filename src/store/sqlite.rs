@@ -1346,6 +1346,21 @@ impl Projections for SqliteStore {
         })
     }
 
+    fn prestazioni_with_prefix(
+        &self,
+        tenant: String,
+        prefix: String,
+    ) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id_prestazione, event_id FROM prestazioni_export
+                 WHERE tenant = ?1 AND substr(id_prestazione, 1, length(?2)) = ?2 ORDER BY id_prestazione",
+            )?;
+            let rows = stmt.query_map(params![tenant, prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
     fn save_upload(&self, upload: UploadRecord) -> BoxFuture<'_, StoreResult<()>> {
         self.submit(|r| Op::SaveUpload(Box::new(upload), r))
     }

@@ -445,6 +445,23 @@ impl Projections for PgStore {
         })
     }
 
+    fn prestazioni_with_prefix(
+        &self,
+        tenant: String,
+        prefix: String,
+    ) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let rows = query(
+                &self.client().await?,
+                "SELECT id_prestazione, event_id FROM prestazioni_export
+                 WHERE tenant = $1 AND starts_with(id_prestazione, $2) ORDER BY id_prestazione",
+                &[&tenant, &prefix],
+            )
+            .await?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        })
+    }
+
     fn save_upload(&self, upload: UploadRecord) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move { write::save_upload(&self.client().await?, &upload).await })
     }
