@@ -1383,6 +1383,12 @@ async fn monthly_close_emits_monthly_prestazioni_and_a_liquidazione_that_adds_up
     assert_eq!(detail.len(), per_group.len(), "{text}");
     let interventi: u32 = detail.iter().map(|l| l[6].parse::<u32>().expect("interventi")).sum();
     assert_eq!(interventi, 7);
+    let to_review = detail.iter().filter(|l| l[11] == "si").count();
+    assert_eq!(
+        (total[6], total[11]),
+        ("7", to_review.to_string().as_str()),
+        "TOTALE sums the columns: {text}"
+    );
     let (status, json_list) = gw.get(KEY_A, "/v1/adapters/coop/liquidazioni?tenant=F205&mese=2026-10").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cents(json_list[0]["importo"].as_str().expect("importo")), importo_total);

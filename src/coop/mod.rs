@@ -1541,8 +1541,11 @@ pub fn liquidazioni_csv(list: &[Liquidazione]) -> String {
                 if r.da_verificare { "si" } else { "no" }
             ));
         }
+        // The TOTALE line sums the columns: deliveries, and the lines awaiting review.
+        let interventi: u32 = l.righe.iter().map(|r| r.interventi).sum();
+        let da_verificare = l.righe.iter().filter(|r| r.da_verificare).count();
         out.push_str(&format!(
-            "{};{};{};TOTALE;;;;{};{};{};{};\r\n",
+            "{};{};{};TOTALE;;;{interventi};{};{};{};{};{da_verificare}\r\n",
             l.cooperativa,
             l.tenant,
             l.mese,
