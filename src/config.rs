@@ -614,6 +614,10 @@ impl Config {
                     "must be at most 2592000 (30 days)",
                 );
             }
+            if d.backoff_min_ms == 0 {
+                // Doubling 0 stays 0: every attempt would be spent at once.
+                return invalid(format!("destinations[{i}].backoff_min_ms"), "must be at least 1");
+            }
             if d.backoff_min_ms > d.backoff_max_ms {
                 return invalid(
                     format!("destinations[{i}].backoff_min_ms"),
@@ -967,6 +971,7 @@ jwks_path = "/etc/csi/pdnd-jwks.json"
             ("concurrency = 0", "destinations[0].concurrency: must be 1-10000"),
             ("timeout_ms = 3600001", "destinations[0].timeout_ms: must be at most 3600000 (1 hour)"),
             ("max_age_secs = 2592001", "destinations[0].max_age_secs: must be at most 2592000 (30 days)"),
+            ("backoff_min_ms = 0", "destinations[0].backoff_min_ms: must be at least 1"),
         ] {
             assert_eq!(with_webhook(setting).unwrap_err(), error);
         }

@@ -154,7 +154,9 @@ pub(crate) async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -
         }
         Err(DeliveryError::Permanent { reason }) => {
             metrics.dead_lettered.get_or_create(&label).inc();
-            tracing::warn!(event_id = %task.event_id, attempt = number, %reason, "permanent failure: dead letter");
+            // Logs get the status line, not the receiver's body (it may echo payload data).
+            let summary = crate::store::audit_summary(&reason);
+            tracing::warn!(event_id = %task.event_id, attempt = number, reason = %summary, "permanent failure: dead letter");
             Outcome::Dead { error: format!("permanent: {reason}") }
         }
         Err(DeliveryError::Transient { reason, retry_after }) => {
@@ -176,7 +178,8 @@ pub(crate) async fn attempt(dest: &Destination, task: Task, metrics: &Metrics) -
                 }
             } else {
                 metrics.retried.get_or_create(&label).inc();
-                tracing::info!(event_id = %task.event_id, attempt = number, %reason, retry_in_ms = at - now, "transient failure: retry");
+                let summary = crate::store::audit_summary(&reason);
+                tracing::info!(event_id = %task.event_id, attempt = number, reason = %summary, retry_in_ms = at - now, "transient failure: retry");
                 Outcome::Retry { at, error: reason }
             }
         }

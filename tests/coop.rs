@@ -417,6 +417,7 @@ async fn bad_rows_are_rejected_by_row_column_and_rule_and_good_rows_go_through()
         assert_eq!(row(&r, good)["status"], "accepted", "row {good}: {r}");
     }
     assert_rejected(&r, 3, Some("CF Utente"), "codice_fiscale");
+    assert!(!r.to_string().contains("RSSMRA85T10A562T"), "the wrong codice fiscale is not echoed: {r}");
     assert_rejected(&r, 5, Some("Servizio"), "unknown_service");
     assert!(row(&r, 5)["errors"][0]["message"].as_str().expect("message").contains("GIARDINAGGIO"));
     assert_rejected(&r, 6, Some("Alle"), "end_before_start");

@@ -69,6 +69,16 @@ async fn rejected_deliveries_become_dead_letters_and_replay_delivers_them_once()
     let letters = dl.as_array().expect("list");
     assert_eq!(letters.len(), 3);
     assert_eq!(letters[0]["event"]["type"], PRESTAZIONE, "the original event is kept");
+    // Listing them shows their events: each is a read in the audit log.
+    let (_, reads) = gw.get(KEY_AUDITOR, "/v1/audit?action=read&limit=1000").await;
+    let listed: HashSet<&str> = reads
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["detail"] == "dead letter listed" && r["actor"] == "vendor-a")
+        .filter_map(|r| r["event_id"].as_str())
+        .collect();
+    assert_eq!(listed, sent.iter().map(String::as_str).collect::<HashSet<_>>(), "{reads}");
 
     // Fix the receiver, replay one by id, then the rest in bulk.
     rx.set_mode(Mode::Ok);

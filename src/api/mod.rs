@@ -306,7 +306,22 @@ async fn list_dead_letters(
         app.require_tenant(&caller, t, None).await?;
     }
     filter.allowed_tenants = caller.tenant_scope();
-    Ok(Json(app.store.dead_letters(filter).await?))
+    let letters = app.store.dead_letters(filter).await?;
+    // Each dead letter carries its original event: reading it is a read of that event.
+    let reads: Vec<Entry> = letters
+        .iter()
+        .map(|d| {
+            Entry::new(Action::Read, caller.name.as_str())
+                .tenant(&d.tenant)
+                .event(&d.event_id)
+                .destination(&d.destination)
+                .detail("dead letter listed")
+        })
+        .collect();
+    if !reads.is_empty() {
+        app.store.audit(reads).await?;
+    }
+    Ok(Json(letters))
 }
 
 /// The outcome of a replay.

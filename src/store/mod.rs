@@ -449,3 +449,41 @@ pub fn rfc3339(ms: i64) -> String {
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
 }
+
+/// The part of a delivery outcome fit for the audit: its classification and status line
+/// (`permanent: HTTP 400 Bad Request`, `HTTP 503 Service Unavailable`, `timeout after 10s`), never
+/// a receiver's response body that follows them (it may echo payload data).
+pub(crate) fn audit_summary(reason: &str) -> String {
+    let mut kept = Vec::new();
+    for part in reason.split(": ") {
+        kept.push(part);
+        // The status line ends what may be kept; so do two parts of anything else.
+        if part.starts_with("HTTP ") || kept.len() == 2 {
+            break;
+        }
+    }
+    kept.join(": ").chars().take(120).collect()
+}
+
+#[cfg(test)]
+mod audit_summary_tests {
+    use super::audit_summary;
+
+    #[test]
+    fn a_receivers_body_never_reaches_the_audit() {
+        let body = r#"{"error":"subject RSSMRA80A01F205X non trovato"}"#;
+        assert_eq!(
+            audit_summary(&format!("HTTP 500 Internal Server Error: {body}")),
+            "HTTP 500 Internal Server Error"
+        );
+        assert_eq!(
+            audit_summary(&format!("permanent: HTTP 400 Bad Request: {body}")),
+            "permanent: HTTP 400 Bad Request"
+        );
+        assert_eq!(audit_summary("HTTP 503 Service Unavailable"), "HTTP 503 Service Unavailable");
+        assert_eq!(
+            audit_summary("timeout after 10s to 127.0.0.1:9000"),
+            "timeout after 10s to 127.0.0.1:9000"
+        );
+    }
+}

@@ -978,8 +978,6 @@ fn complete_one(tx: &Transaction<'_>, head: &mut (i64, String), c: &Completion, 
     append(tx, head, &e, now)
 }
 
-/// The part of an adapter's reason fit for the audit: the classification and the status line,
-/// never a receiver's response body (which may echo payload data).
 /// The JSON text of an upload report: a report kept as text (see `Coop::upload`) is stored as is,
 /// not escaped into a JSON string.
 fn report_text(report: &serde_json::Value) -> std::borrow::Cow<'_, str> {
@@ -987,10 +985,6 @@ fn report_text(report: &serde_json::Value) -> std::borrow::Cow<'_, str> {
         serde_json::Value::String(text) => std::borrow::Cow::Borrowed(text),
         other => std::borrow::Cow::Owned(other.to_string()),
     }
-}
-
-fn audit_summary(reason: &str) -> String {
-    reason.split(": ").take(2).collect::<Vec<_>>().join(": ").chars().take(120).collect()
 }
 
 fn select_dead_letters(conn: &Connection, f: &DeadLetterFilter) -> StoreResult<Vec<DeadLetter>> {

@@ -158,7 +158,9 @@ pub(crate) fn build(
             Err(why) => errors.push(RowError::new(
                 col("beneficiario_codice_fiscale", Some(&raw)),
                 "codice_fiscale",
-                format!("'{raw}': {why}"),
+                // Not the value: a codice fiscale with a typo is still someone's, and the report
+                // is kept and read by others; the row and column say where it is.
+                format!("not a valid codice fiscale: {why}"),
             )),
         }
     } else if pseudonimo.is_none() {

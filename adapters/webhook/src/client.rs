@@ -158,7 +158,10 @@ impl WebhookSink {
 
         let status = response.status();
         let headers = response.headers().clone();
-        let body = read_prefix(response, MAX_ERROR_BODY_BYTES).await;
+        // A success is known from its status: its body is not waited for (a receiver that keeps
+        // it open would hold the attempt until the timeout).
+        let body =
+            if status.is_success() { Vec::new() } else { read_prefix(response, MAX_ERROR_BODY_BYTES).await };
         classify_response(status, &headers, &body, SystemTime::now())
     }
 

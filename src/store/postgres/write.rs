@@ -528,12 +528,6 @@ async fn store_completions(tx: &Transaction<'_>, done: &[&Completion], now: i64)
     Ok(())
 }
 
-/// The part of an adapter's reason fit for the audit: the classification and the status line,
-/// never a receiver's response body (which may echo payload data).
-fn audit_summary(reason: &str) -> String {
-    reason.split(": ").take(2).collect::<Vec<_>>().join(": ").chars().take(120).collect()
-}
-
 /// Puts matching dead letters back in the queue (pending, not yet published), keeping event id
 /// and idempotency key, with one audit record each.
 pub(super) async fn replay(
