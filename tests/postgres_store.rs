@@ -417,6 +417,13 @@ async fn concurrent_appends_from_many_instances_keep_one_linear_chain() {
             }
         }));
     }
+    // Verified while the others append: each verification sees one consistent snapshot.
+    let mut checks = 0;
+    while tasks.iter().any(|t| !t.is_finished()) || checks == 0 {
+        let v = stores[3].audit_verify().await.unwrap();
+        assert!(v.ok, "verified during the appends: {v:?}");
+        checks += 1;
+    }
     for t in tasks {
         t.await.unwrap();
     }

@@ -42,11 +42,19 @@ impl FromRequestParts<AppState> for Inps {
         match waas.authorize(&parts.headers, peer).await {
             Ok(caller) => Ok(Inps(caller.actor)),
             Err(refusal) => {
-                let detail = format!("WaaS {} {}: {}", parts.method, parts.uri.path(), refusal.reason());
-                if let Err(e) =
-                    app.store.audit(vec![Entry::new(Action::Denied, "waas").detail(&detail)]).await
-                {
-                    return Err(Problem::from(e).into_response());
+                if let Some(earlier) = waas.denial_to_audit(peer) {
+                    let mut detail =
+                        format!("WaaS {} {}: {}", parts.method, parts.uri.path(), refusal.reason());
+                    if earlier > 0 {
+                        detail.push_str(&format!(
+                            " (and {earlier} more refused from this address since its last record)"
+                        ));
+                    }
+                    if let Err(e) =
+                        app.store.audit(vec![Entry::new(Action::Denied, "waas").detail(&detail)]).await
+                    {
+                        return Err(Problem::from(e).into_response());
+                    }
                 }
                 Err(match refusal {
                     Refusal::Unauthorized(r) => {

@@ -1,6 +1,7 @@
 //! The WaaS service (INPS `api-comuni.yaml` v2.0.1) without HTTP: reading the query of
 //! `GET /flussi`, the feed, checking and recording the body of `POST /esiti`.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -41,7 +42,15 @@ pub struct Waas {
     store: Arc<dyn SiussStore>,
     metrics: Arc<Metrics>,
     enti: usize,
+    /// Refusals per caller address since its last audit record (see [`Waas::denial_to_audit`]).
+    denials: std::sync::Mutex<HashMap<Option<IpAddr>, (std::time::Instant, u64)>>,
 }
+
+/// How often refusals of one caller address are written to the audit log: the endpoints face the
+/// network, and anyone reaching them could otherwise grow the audit chain at will.
+const DENIAL_AUDIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Caller addresses remembered at most (the oldest are forgotten first).
+const DENIAL_PEERS_MAX: usize = 4096;
 
 impl Waas {
     pub fn new(
@@ -49,7 +58,38 @@ impl Waas {
         store: Arc<dyn SiussStore>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        Ok(Self { access: Access::new(&config.auth)?, store, metrics, enti: config.enti.len() })
+        Ok(Self {
+            access: Access::new(&config.auth)?,
+            store,
+            metrics,
+            enti: config.enti.len(),
+            denials: Default::default(),
+        })
+    }
+
+    /// Whether a refusal of a request from `peer` is written to the audit log now: the first of
+    /// each address in [`DENIAL_AUDIT_EVERY`], which says how many were refused since its last
+    /// record. `None`: counted, not written.
+    pub fn denial_to_audit(&self, peer: Option<IpAddr>) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((since, skipped)) = denials.get_mut(&peer) {
+            if now.duration_since(*since) < DENIAL_AUDIT_EVERY {
+                *skipped += 1;
+                return None;
+            }
+            let earlier = *skipped;
+            *since = now;
+            *skipped = 0;
+            return Some(earlier);
+        }
+        if denials.len() >= DENIAL_PEERS_MAX {
+            if let Some(oldest) = denials.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) {
+                denials.remove(&oldest);
+            }
+        }
+        denials.insert(peer, (now, 0));
+        Some(0)
     }
 
     /// Fetches the JWKS URL when one is configured (at start; later only on an unknown `kid`).
@@ -198,6 +238,28 @@ pub fn esiti_body(body: &Value) -> Result<Vec<EsitoIn>, BadRequest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_of_one_address_are_audited_once_a_minute_with_a_count() {
+        let config: InpsConfig = serde_json::from_value(serde_json::json!({
+            "enti": [], "auth": {"mode": "trusted-gateway", "trusted_peers": ["127.0.0.1"]}
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn SiussStore> = crate::store::sqlite::SqliteStore::open(dir.path()).unwrap();
+        let waas = Waas::new(&config, store, Arc::new(Metrics::default())).unwrap();
+        let (a, b) = (Some("192.0.2.1".parse().unwrap()), Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(waas.denial_to_audit(a), Some(0));
+        assert_eq!(waas.denial_to_audit(a), None);
+        assert_eq!(waas.denial_to_audit(a), None);
+        assert_eq!(waas.denial_to_audit(b), Some(0), "another address has its own record");
+        // A minute later the next refusal is written, with the two counted in between.
+        let mut denials = waas.denials.lock().unwrap();
+        let since = &mut denials.get_mut(&a).unwrap().0;
+        *since = since.checked_sub(DENIAL_AUDIT_EVERY).expect("a clock running for a minute");
+        drop(denials);
+        assert_eq!(waas.denial_to_audit(a), Some(2));
+    }
     use serde_json::json;
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

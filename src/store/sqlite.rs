@@ -1163,6 +1163,10 @@ impl Store for SqliteStore {
 
 /// Verifies the audit chain of an open database.
 pub fn verify_chain(conn: &Connection) -> StoreResult<Verification> {
+    // One read transaction: the head and the log from the same snapshot, while the writer goes on
+    // appending (records appended meanwhile would otherwise look like a log past its head).
+    let snapshot = conn.unchecked_transaction()?;
+    let conn = &*snapshot;
     let head: Option<(i64, String)> = conn
         .query_row("SELECT seq, hash FROM audit_head WHERE one = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -1177,6 +1181,9 @@ pub fn verify_chain(conn: &Connection) -> StoreResult<Verification> {
             break;
         }
     }
+    drop(rows);
+    drop(stmt);
+    snapshot.commit()?;
     Ok(v.finish(head))
 }
 

@@ -177,8 +177,21 @@ pub async fn migrate(url: &str) -> StoreResult<Vec<i64>> {
 
 /// Verifies the audit chain of the database at `url`, without writing to it.
 pub async fn verify_offline(url: &str) -> StoreResult<Verification> {
-    let client = connect_one(url).await?;
-    read::verify_chain(&client).await
+    verify_snapshot(connect_one(url).await?).await
+}
+
+/// Verifies the chain as of one snapshot: the head and every page read together, so that records
+/// other instances append meanwhile are neither half seen nor taken for a log past its head.
+async fn verify_snapshot(mut client: deadpool_postgres::Object) -> StoreResult<Verification> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let v = read::verify_chain(&tx).await?;
+    tx.commit().await?;
+    Ok(v)
 }
 
 /// The cluster store, queue and outbox.
@@ -394,7 +407,7 @@ impl Store for PgStore {
     }
 
     fn audit_verify(&self) -> BoxFuture<'_, StoreResult<Verification>> {
-        Box::pin(async move { read::verify_chain(&self.client().await?).await })
+        Box::pin(async move { verify_snapshot(self.client().await?).await })
     }
 
     fn ready(&self) -> BoxFuture<'_, StoreResult<()>> {
