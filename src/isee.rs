@@ -100,7 +100,8 @@ impl Isee {
         r: Richiesta,
     ) -> Result<Esito, IseeFailure> {
         let ricerca = ricerca(&r)?;
-        match self.client.consulta(&ricerca).await? {
+        // Cached per tenant: an attestation INPS gave one ente is not served to another.
+        match self.client.consulta_for(&tenant, &ricerca).await? {
             Consultazione::NessunaAttestazione { descrizione, id_richiesta } => Ok(Esito {
                 esito: "DATI_NON_TROVATI",
                 origine: Some("inps"),

@@ -19,6 +19,9 @@ use crate::values::{rome_end_of_day, CodiceFiscale};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
+    /// Who asked (an ente, a tenant): an attestation INPS gave one ente is not served to another,
+    /// which would learn that the person was asked about elsewhere.
+    scope: String,
     codice_fiscale: CodiceFiscale,
     prestazione: PrestazioneDaErogare,
 }
@@ -56,16 +59,17 @@ impl AttestazioneCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The kept attestation for the person and prestazione, if it has not expired at `now` and
+    /// The kept attestation for the person and prestazione, asked by `scope`, if it has not expired at `now` and
     /// is valid on `day`.
     pub fn get(
         &self,
+        scope: &str,
         codice_fiscale: &CodiceFiscale,
         prestazione: PrestazioneDaErogare,
         day: Date,
         now: SystemTime,
     ) -> Option<Arc<Attestazione>> {
-        let key = Key { codice_fiscale: codice_fiscale.clone(), prestazione };
+        let key = Key { scope: scope.to_owned(), codice_fiscale: codice_fiscale.clone(), prestazione };
         let mut entries = self.lock();
         match entries.get(&key) {
             Some(e) if now >= e.expires_at => {
@@ -91,6 +95,7 @@ impl AttestazioneCache {
     /// Keeps `attestazione` for the person and prestazione (replacing what was there).
     pub fn insert(
         &self,
+        scope: &str,
         codice_fiscale: &CodiceFiscale,
         prestazione: PrestazioneDaErogare,
         attestazione: Arc<Attestazione>,
@@ -103,7 +108,7 @@ impl AttestazioneCache {
         if expires_at <= now {
             return;
         }
-        let key = Key { codice_fiscale: codice_fiscale.clone(), prestazione };
+        let key = Key { scope: scope.to_owned(), codice_fiscale: codice_fiscale.clone(), prestazione };
         let mut entries = self.lock();
         if !entries.contains_key(&key) && entries.len() >= self.max_entries {
             entries.retain(|_, e| e.expires_at > now);
@@ -119,8 +124,12 @@ impl AttestazioneCache {
     }
 
     /// Forgets the person's attestation for the prestazione.
-    pub fn remove(&self, codice_fiscale: &CodiceFiscale, prestazione: PrestazioneDaErogare) {
-        self.lock().remove(&Key { codice_fiscale: codice_fiscale.clone(), prestazione });
+    pub fn remove(&self, scope: &str, codice_fiscale: &CodiceFiscale, prestazione: PrestazioneDaErogare) {
+        self.lock().remove(&Key {
+            scope: scope.to_owned(),
+            codice_fiscale: codice_fiscale.clone(),
+            prestazione,
+        });
     }
 
     /// How many attestations are kept (expired ones included until they are next touched).
@@ -168,19 +177,19 @@ mod tests {
         let cache = AttestazioneCache::new(10, None);
         let a = cf("RSSMRA85T10A562S");
         let p = PrestazioneDaErogare::ALTRO;
-        cache.insert(&a, p, attestazione(date!(2025 - 12 - 31)), june());
-        assert!(cache.get(&a, p, rome_date(june()), june()).is_some());
+        cache.insert("", &a, p, attestazione(date!(2025 - 12 - 31)), june());
+        assert!(cache.get("", &a, p, rome_date(june()), june()).is_some());
         assert!(
-            cache.get(&a, "A1.01".parse().unwrap(), rome_date(june()), june()).is_none(),
+            cache.get("", &a, "A1.01".parse().unwrap(), rome_date(june()), june()).is_none(),
             "per prestazione"
         );
         // A day outside the validity is not served, but the entry stays.
-        assert!(cache.get(&a, p, date!(2026 - 01 - 02), june()).is_none());
+        assert!(cache.get("", &a, p, date!(2026 - 01 - 02), june()).is_none());
         assert_eq!(cache.len(), 1);
         // 2025-12-31T22:59:59Z is still the 31st in Rome; 23:00:00Z is 1 January.
         let last = UNIX_EPOCH + Duration::from_secs(1_767_221_999);
-        assert!(cache.get(&a, p, date!(2025 - 12 - 31), last).is_some());
-        assert!(cache.get(&a, p, date!(2025 - 12 - 31), last + Duration::from_secs(1)).is_none());
+        assert!(cache.get("", &a, p, date!(2025 - 12 - 31), last).is_some());
+        assert!(cache.get("", &a, p, date!(2025 - 12 - 31), last + Duration::from_secs(1)).is_none());
         assert!(cache.is_empty(), "expired entries are dropped when touched");
     }
 
@@ -189,27 +198,27 @@ mod tests {
         let cache = AttestazioneCache::new(2, Some(Duration::from_secs(3600)));
         let p = PrestazioneDaErogare::ALTRO;
         let (a, b, c) = (cf("RSSMRA85T10A562S"), cf("CLMMTT12B15F205O"), cf("CLMLCU80H04B157I"));
-        cache.insert(&a, p, attestazione(date!(2025 - 12 - 31)), june());
-        assert!(cache.get(&a, p, rome_date(june()), june() + Duration::from_secs(3599)).is_some());
-        assert!(cache.get(&a, p, rome_date(june()), june() + Duration::from_secs(3600)).is_none());
+        cache.insert("", &a, p, attestazione(date!(2025 - 12 - 31)), june());
+        assert!(cache.get("", &a, p, rome_date(june()), june() + Duration::from_secs(3599)).is_some());
+        assert!(cache.get("", &a, p, rome_date(june()), june() + Duration::from_secs(3600)).is_none());
 
-        cache.insert(&a, p, attestazione(date!(2025 - 12 - 31)), june());
-        cache.insert(&b, p, attestazione(date!(2025 - 12 - 31)), june() + Duration::from_secs(10));
-        cache.insert(&c, p, attestazione(date!(2025 - 12 - 31)), june() + Duration::from_secs(20));
+        cache.insert("", &a, p, attestazione(date!(2025 - 12 - 31)), june());
+        cache.insert("", &b, p, attestazione(date!(2025 - 12 - 31)), june() + Duration::from_secs(10));
+        cache.insert("", &c, p, attestazione(date!(2025 - 12 - 31)), june() + Duration::from_secs(20));
         assert_eq!(cache.len(), 2);
         assert!(
-            cache.get(&a, p, rome_date(june()), june() + Duration::from_secs(30)).is_none(),
+            cache.get("", &a, p, rome_date(june()), june() + Duration::from_secs(30)).is_none(),
             "soonest evicted"
         );
 
-        cache.remove(&b, p);
+        cache.remove("", &b, p);
         assert_eq!(cache.len(), 1);
         let off = AttestazioneCache::new(0, None);
-        off.insert(&a, p, attestazione(date!(2025 - 12 - 31)), june());
+        off.insert("", &a, p, attestazione(date!(2025 - 12 - 31)), june());
         assert!(off.is_empty());
         // An attestation already over is not kept.
-        cache.insert(&a, p, attestazione(date!(2025 - 05 - 31)), june());
-        assert!(cache.get(&a, p, date!(2025 - 05 - 31), june()).is_none());
+        cache.insert("", &a, p, attestazione(date!(2025 - 05 - 31)), june());
+        assert!(cache.get("", &a, p, date!(2025 - 05 - 31), june()).is_none());
     }
 
     #[test]
@@ -218,8 +227,8 @@ mod tests {
         let (a, p) = (cf("RSSMRA85T10A562S"), PrestazioneDaErogare::ALTRO);
         let end = rome_end_of_day(date!(2025 - 12 - 31));
         assert_eq!(cache.expiry(&attestazione(date!(2025 - 12 - 31)), june()), end);
-        cache.insert(&a, p, attestazione(date!(2025 - 12 - 31)), june());
-        assert!(cache.get(&a, p, date!(2025 - 12 - 31), end - Duration::from_secs(1)).is_some());
-        assert!(cache.get(&a, p, date!(2025 - 12 - 31), end).is_none());
+        cache.insert("", &a, p, attestazione(date!(2025 - 12 - 31)), june());
+        assert!(cache.get("", &a, p, date!(2025 - 12 - 31), end - Duration::from_secs(1)).is_some());
+        assert!(cache.get("", &a, p, date!(2025 - 12 - 31), end).is_none());
     }
 }

@@ -237,24 +237,41 @@ impl IseeClient {
     /// day (its `DataValidita`, else today in Italy), else from INPS (see
     /// [`consulta_inps`](Self::consulta_inps)).
     pub async fn consulta(&self, ricerca: &RicercaCf) -> Result<Consultazione, IseeError> {
+        self.consulta_for("", ricerca).await
+    }
+
+    /// [`consulta`](Self::consulta) on behalf of `scope` (an ente, a tenant): the cache serves
+    /// each scope only what INPS answered to it.
+    pub async fn consulta_for(&self, scope: &str, ricerca: &RicercaCf) -> Result<Consultazione, IseeError> {
         check(ricerca)?;
         let now = self.clock.now();
         let day = ricerca.data_validita.unwrap_or_else(|| rome_date(now));
-        if let Some(attestazione) = self.cache.get(&ricerca.codice_fiscale, ricerca.prestazione, day, now) {
+        if let Some(attestazione) =
+            self.cache.get(scope, &ricerca.codice_fiscale, ricerca.prestazione, day, now)
+        {
             tracing::debug!(adapter = KIND, prestazione = %ricerca.prestazione, "attestazione served from the cache");
             return Ok(Consultazione::Attestazione { attestazione, origine: Origine::Cache });
         }
-        self.consulta_inps(ricerca).await
+        self.consulta_inps_for(scope, ricerca).await
     }
 
     /// Asks INPS, whatever the cache holds. An `OK` answer replaces the cached attestation for
     /// the person and prestazione; a `DATI_NON_TROVATI` removes it if it was valid on the day
     /// asked.
     pub async fn consulta_inps(&self, ricerca: &RicercaCf) -> Result<Consultazione, IseeError> {
+        self.consulta_inps_for("", ricerca).await
+    }
+
+    /// [`consulta_inps`](Self::consulta_inps) on behalf of `scope`.
+    pub async fn consulta_inps_for(
+        &self,
+        scope: &str,
+        ricerca: &RicercaCf,
+    ) -> Result<Consultazione, IseeError> {
         check(ricerca)?;
         let span = tracing::debug_span!("isee.consulta", adapter = KIND, prestazione = %ricerca.prestazione);
         async move {
-            let outcome = self.ask(ricerca).await;
+            let outcome = self.ask(scope, ricerca).await;
             match &outcome {
                 Ok(Consultazione::Attestazione { origine, .. }) => {
                     tracing::debug!(esito = "OK", id_richiesta = ?id_of(origine), "attestazione received")
@@ -275,7 +292,7 @@ impl IseeClient {
         &self.cache
     }
 
-    async fn ask(&self, ricerca: &RicercaCf) -> Result<Consultazione, IseeError> {
+    async fn ask(&self, scope: &str, ricerca: &RicercaCf) -> Result<Consultazione, IseeError> {
         let voucher = self.vouchers.voucher(&self.http, self.clock.as_ref()).await?;
         let mut bearer =
             HeaderValue::from_str(&format!("Bearer {voucher}")).map_err(|_| IseeError::Voucher {
@@ -356,6 +373,7 @@ impl IseeClient {
                 })?;
                 let attestazione = Arc::new(decode_base64(&encoded)?);
                 self.cache.insert(
+                    scope,
                     &ricerca.codice_fiscale,
                     ricerca.prestazione,
                     attestazione.clone(),
@@ -370,8 +388,8 @@ impl IseeClient {
                 // INPS has no attestation for that day: a kept one valid on it is stale.
                 let now = self.clock.now();
                 let day = ricerca.data_validita.unwrap_or_else(|| rome_date(now));
-                if self.cache.get(&ricerca.codice_fiscale, ricerca.prestazione, day, now).is_some() {
-                    self.cache.remove(&ricerca.codice_fiscale, ricerca.prestazione);
+                if self.cache.get(scope, &ricerca.codice_fiscale, ricerca.prestazione, day, now).is_some() {
+                    self.cache.remove(scope, &ricerca.codice_fiscale, ricerca.prestazione);
                 }
                 Ok(Consultazione::NessunaAttestazione { descrizione, id_richiesta: answer.id_richiesta })
             }

@@ -415,6 +415,20 @@ async fn an_invalid_request_is_refused_before_anything_is_sent() {
 // ---------------------------------------------------------------- cache
 
 #[tokio::test]
+async fn the_cache_serves_each_scope_only_what_inps_answered_to_it() {
+    let f = fixture().await;
+    let r = ricerca(CF_OK);
+    f.client.consulta_for("F205", &r).await.unwrap();
+    let again = f.client.consulta_for("F205", &r).await.unwrap();
+    assert!(matches!(again, Consultazione::Attestazione { origine: Origine::Cache, .. }), "{again:?}");
+    // Another ente asking about the same person is answered by INPS: a hit would tell it that
+    // someone else asked.
+    let other = f.client.consulta_for("B157", &r).await.unwrap();
+    assert!(matches!(other, Consultazione::Attestazione { origine: Origine::Inps { .. }, .. }), "{other:?}");
+    assert_eq!(f.sim.sim.soap_calls_for(CF_OK), 2);
+}
+
+#[tokio::test]
 async fn a_valid_attestation_is_served_from_the_cache_until_its_validity_ends() {
     let f = fixture().await;
     let r = ricerca(CF_OK);
