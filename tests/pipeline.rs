@@ -112,9 +112,16 @@ async fn duplicate_idempotency_key_returns_original_id() {
     let (_, a) = gw.send(KEY_A, &plain).await;
     let (_, b) = gw.send(KEY_A, &plain).await;
     assert_eq!(ids(&a), ids(&b));
-    rx.wait_distinct(2, WAIT).await;
+    // Keys are unique per tenant and source: another tenant's client publishing the same key under
+    // the same source gets its own event, neither the first one's id nor a refusal.
+    let mut theirs = ev.clone();
+    theirs["tenant"] = json!("B157");
+    let (status, c) = gw.send(KEY_B, &theirs).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{c}");
+    assert_ne!(ids(&c), ids(&first), "not a duplicate of another tenant's event");
+    rx.wait_distinct(3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(rx.calls(), 2, "each event delivered once");
+    assert_eq!(rx.calls(), 3, "each event delivered once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

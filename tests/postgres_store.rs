@@ -403,6 +403,28 @@ async fn outbox_hands_each_unpublished_delivery_to_one_relay_and_replay_makes_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_unique_per_tenant_and_source_also_in_a_database_of_an_earlier_release() {
+    let db = PgDb::create().await;
+    let store = PgStore::connect(&db.url, 2).await.expect("connect");
+    store.accept(vec![new_event(1, Some("k"))], vec![]).await.unwrap();
+    drop(store);
+    // As an earlier release left it: keys per source, migration 4 not applied.
+    let pg = db.client().await;
+    pg.batch_execute(
+        "UPDATE idempotency SET source = '/test'; DELETE FROM schema_migrations WHERE version = 4;",
+    )
+    .await
+    .unwrap();
+    let store = PgStore::connect(&db.url, 2).await.expect("connect and migrate");
+    let again = store.accept(vec![new_event(2, Some("k"))], vec![]).await.unwrap();
+    assert!(matches!(&again[..], [Acceptance::Duplicate(id)] if id == "ev-1"), "{again:?}");
+    let mut theirs = new_event(3, Some("k"));
+    theirs.tenant = "B157".into();
+    let other = store.accept(vec![theirs], vec![]).await.unwrap();
+    assert!(matches!(&other[..], [Acceptance::New(id)] if id == "ev-3"), "{other:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_from_many_instances_keep_one_linear_chain() {
     let db = PgDb::create().await;
     // Several instances starting at once: migrations run once, under the advisory lock.

@@ -50,6 +50,12 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// Where its idempotency key is unique: its tenant and `source`. Per source alone, a client of
+    /// one tenant publishing under another's `source` could take (or learn of) that tenant's keys.
+    pub fn idempotency_scope(&self) -> String {
+        idempotency_scope(&self.tenant, &self.source)
+    }
+
     /// The audit record of this event recognised as a duplicate of `original`.
     pub fn duplicate_entry(&self, original: &str) -> Entry {
         Entry::new(crate::audit::Action::Duplicate, self.actor.as_str())
@@ -463,6 +469,12 @@ pub(crate) fn audit_summary(reason: &str) -> String {
         }
     }
     kept.join(": ").chars().take(120).collect()
+}
+
+/// The `source` column of the idempotency keys: tenant and source, apart by U+001F (which neither
+/// a tenant code nor a URI reference holds). Both stores' migrations write the same.
+pub fn idempotency_scope(tenant: &str, source: &str) -> String {
+    format!("{tenant}\u{1f}{source}")
 }
 
 #[cfg(test)]

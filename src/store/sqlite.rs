@@ -222,10 +222,27 @@ fn checkpoint_beside(writer: &mut Connection, path: &Path) -> StoreResult<()> {
 /// Changes to a store written by an earlier release, in order, after [`SCHEMA`] has created what
 /// is missing: `PRAGMA user_version` counts those applied. Each runs in one transaction with its
 /// count, so a store is never left half-migrated. A new store takes them all (on empty tables).
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "the SIUSS export reads prestazioni_export instead of indexes on the events' JSON",
-    siuss::MIGRATION_EXPORT_TABLE,
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "the SIUSS export reads prestazioni_export instead of indexes on the events' JSON",
+        siuss::MIGRATION_EXPORT_TABLE,
+    ),
+    ("idempotency keys are unique per tenant and source", MIGRATION_IDEMPOTENCY_SCOPE),
+];
+
+/// Migration 2: the `source` of each idempotency key becomes its scope, tenant and source
+/// (`store::idempotency_scope`), taken from the event that claimed it.
+const MIGRATION_IDEMPOTENCY_SCOPE: &str = "
+UPDATE idempotency SET source = (SELECT e.tenant FROM events AS e WHERE e.id = idempotency.event_id)
+    || char(31) || source
+WHERE instr(source, char(31)) = 0
+  AND EXISTS (SELECT 1 FROM events AS e WHERE e.id = idempotency.event_id);
+";
+
+/// The schema version of an up-to-date embedded store (`PRAGMA user_version`).
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
 
 /// Whether the store on `conn` lacks tables or migrations of this release.
 fn pending_migrations(conn: &Connection) -> StoreResult<bool> {
@@ -722,9 +739,14 @@ fn accept<'a>(
     events: &'a [NewEvent],
     now: i64,
 ) -> StoreResult<Vec<Acceptance>> {
-    // Keys held before this request, by position among the keyed events.
-    let keyed: Vec<(&str, &str)> =
-        events.iter().filter_map(|e| e.idempotency_key.as_deref().map(|k| (e.source.as_str(), k))).collect();
+    // Keys held before this request, by position among the keyed events; a key is unique within
+    // its tenant and source (`NewEvent::idempotency_scope`).
+    let scopes: Vec<String> = events.iter().map(NewEvent::idempotency_scope).collect();
+    let keyed: Vec<(&str, &str)> = events
+        .iter()
+        .zip(&scopes)
+        .filter_map(|(e, scope)| e.idempotency_key.as_deref().map(|k| (scope.as_str(), k)))
+        .collect();
     let mut held: HashMap<usize, String> = HashMap::new();
     if !keyed.is_empty() {
         let sql = "SELECT j.key, i.event_id FROM json_each(?1) AS j CROSS JOIN idempotency AS i
@@ -756,12 +778,14 @@ fn accept<'a>(
     let mut out = Vec::with_capacity(events.len());
     let mut claimed: HashMap<(&str, &str), &str> = HashMap::new();
     let mut new: Vec<&NewEvent> = Vec::with_capacity(events.len());
+    // The keys the new events claim: (scope, key, event id).
+    let mut claims: Vec<(&str, &str, &str)> = Vec::new();
     let mut nth_key = 0;
-    for ev in events {
+    for (ev, scope) in events.iter().zip(&scopes) {
         if let Some(key) = ev.idempotency_key.as_deref() {
             let i = nth_key;
             nth_key += 1;
-            let original = match claimed.get(&(ev.source.as_str(), key)) {
+            let original = match claimed.get(&(scope.as_str(), key)) {
                 Some(id) => Some((*id).to_string()),
                 None => held.get(&i).cloned(),
             };
@@ -770,7 +794,8 @@ fn accept<'a>(
                 out.push(Acceptance::Duplicate(original));
                 continue;
             }
-            claimed.insert((ev.source.as_str(), key), ev.id.as_str());
+            claimed.insert((scope.as_str(), key), ev.id.as_str());
+            claims.push((scope.as_str(), key, ev.id.as_str()));
         }
         for p in &ev.projections {
             if let Projection::CoopDelivery(r) = p {
@@ -792,10 +817,8 @@ fn accept<'a>(
     }
 
     let mut values: Vec<&dyn ToSql> = Vec::new();
-    for ev in &new {
-        if let Some(key) = &ev.idempotency_key {
-            values.extend([&ev.source as &dyn ToSql, key, &ev.id]);
-        }
+    for (scope, key, id) in &claims {
+        values.extend([scope as &dyn ToSql, key, id]);
     }
     insert_rows(tx, "INSERT OR IGNORE INTO idempotency (source, key, event_id)", 3, &values)?;
     values.clear();
@@ -1553,6 +1576,27 @@ mod tests {
         assert!(high < 200, "the WAL grew to {high} pages");
         let db = std::fs::metadata(dir.path().join("gateway.db")).unwrap().len();
         assert!(db > 4 * 1024 * 1024, "the database file holds the events: {db} bytes");
+    }
+
+    #[tokio::test]
+    async fn keys_of_a_store_from_before_tenant_scoped_keys_still_find_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.accept(vec![event(1, Some("k"))], vec![]).await.unwrap();
+        }
+        // As an earlier release left it: keys per source, schema version 1.
+        let conn = Connection::open(dir.path().join("gateway.db")).unwrap();
+        conn.execute_batch("UPDATE idempotency SET source = '/test'; PRAGMA user_version = 1;").unwrap();
+        drop(conn);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let again = store.accept(vec![event(2, Some("k"))], vec![]).await.unwrap();
+        assert!(matches!(&again[..], [Acceptance::Duplicate(id)] if id == "ev-1"), "{again:?}");
+        // Another tenant's event with the same source and key is its own.
+        let mut theirs = event(3, Some("k"));
+        theirs.tenant = "B157".into();
+        let other = store.accept(vec![theirs], vec![]).await.unwrap();
+        assert!(matches!(&other[..], [Acceptance::New(id)] if id == "ev-3"), "{other:?}");
     }
 
     #[tokio::test]

@@ -430,6 +430,21 @@ fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
     };
     let conn = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    // Rows are copied as they are: the store must be in this release's shape (the gateway brings
+    // a store up to date when it starts on it).
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = crate::store::sqlite::schema_version();
+    if version != current {
+        return Err(StoreError(format!(
+            "{} is at schema version {version}, this release writes {current}: {}",
+            file.display(),
+            if version < current {
+                "start this release's gateway on it once (it brings the store up to date), stop it, then move it"
+            } else {
+                "move it with the release that wrote it"
+            }
+        )));
+    }
     // One read transaction: every table from the same snapshot.
     conn.execute_batch("BEGIN")?;
     let exists = |name: &str| -> StoreResult<bool> {

@@ -17,7 +17,15 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "events, deliveries, audit chain, read models", V1),
     (2, "cooperative upload reports row by row", V2),
     (3, "SIUSS over WaaS: flussi, progressives, per-prestazione state, export projection", V3),
+    (4, "idempotency keys are unique per tenant and source", V4),
 ];
+
+/// The `source` of each idempotency key becomes its scope, tenant and source
+/// (`store::idempotency_scope`), taken from the event that claimed it.
+const V4: &str = r#"
+UPDATE idempotency AS i SET source = e.tenant || chr(31) || i.source
+FROM events AS e WHERE e.id = i.event_id AND strpos(i.source, chr(31)) = 0;
+"#;
 
 const V1: &str = r#"
 CREATE TABLE events (

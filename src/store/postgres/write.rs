@@ -167,11 +167,13 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
 /// against what is committed, also by other instances.
 async fn store_events(tx: &Transaction<'_>, events: &[&NewEvent], now: i64) -> StoreResult<Vec<Acceptance>> {
     use std::collections::HashMap;
+    // A key is unique within its tenant and source (`NewEvent::idempotency_scope`).
+    let scopes: Vec<String> = events.iter().map(|e| e.idempotency_scope()).collect();
     let mut first: HashMap<(&str, &str), usize> = HashMap::new();
     let mut claims = Vec::new();
     for (i, ev) in events.iter().enumerate() {
         if let Some(key) = &ev.idempotency_key {
-            first.entry((ev.source.as_str(), key.as_str())).or_insert_with(|| {
+            first.entry((scopes[i].as_str(), key.as_str())).or_insert_with(|| {
                 claims.push(i);
                 i
             });
@@ -179,7 +181,7 @@ async fn store_events(tx: &Transaction<'_>, events: &[&NewEvent], now: i64) -> S
     }
     let mut held: HashMap<(String, String), String> = HashMap::new();
     if !claims.is_empty() {
-        let source: Vec<&str> = claims.iter().map(|&i| events[i].source.as_str()).collect();
+        let source: Vec<&str> = claims.iter().map(|&i| scopes[i].as_str()).collect();
         let key: Vec<&str> =
             claims.iter().map(|&i| events[i].idempotency_key.as_deref().unwrap_or("")).collect();
         let id: Vec<&str> = claims.iter().map(|&i| events[i].id.as_str()).collect();
@@ -211,8 +213,8 @@ async fn store_events(tx: &Transaction<'_>, events: &[&NewEvent], now: i64) -> S
             out.push(Acceptance::New(ev.id.clone()));
             continue;
         };
-        let claimer = first[&(ev.source.as_str(), key.as_str())];
-        let a = match held.get(&(ev.source.clone(), key.clone())) {
+        let claimer = first[&(scopes[i].as_str(), key.as_str())];
+        let a = match held.get(&(scopes[i].clone(), key.clone())) {
             Some(original) => Acceptance::Duplicate(original.clone()),
             None if claimer == i => Acceptance::New(ev.id.clone()),
             None => Acceptance::Duplicate(events[claimer].id.clone()),

@@ -850,7 +850,7 @@ mod tests {
         drop(store);
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, crate::store::sqlite::schema_version(), "every migration applied");
         let old: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'events_prestazione_beneficiario'",
