@@ -83,6 +83,16 @@ async fn rejected_deliveries_become_dead_letters_and_replay_delivers_them_once()
     // Fix the receiver, replay one by id, then the rest in bulk.
     rx.set_mode(Mode::Ok);
     let first = letters[0]["id"].as_i64().expect("dead letter id");
+    // Another tenant's client is answered as for an id that does not exist; the attempt is audited.
+    let (status, theirs) = gw.post_json(KEY_B, &format!("/v1/dead-letters/{first}/replay"), json!({})).await;
+    let (_, unknown) = gw.post_json(KEY_B, "/v1/dead-letters/999999/replay", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{theirs}");
+    assert_eq!(
+        theirs["detail"].as_str().map(|d| d.replace(&first.to_string(), "N")),
+        unknown["detail"].as_str().map(|d| d.replace("999999", "N"))
+    );
+    let (_, denied) = gw.get(KEY_AUDITOR, "/v1/audit?action=denied").await;
+    assert!(denied.as_array().expect("records").iter().any(|r| r["actor"] == "vendor-b"), "{denied}");
     let (status, v) = gw.post_json(KEY_A, &format!("/v1/dead-letters/{first}/replay"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let (status, v) =

@@ -344,10 +344,16 @@ async fn replay_one(
     app.require(&caller, Role::Operator, "replay dead letters").await?;
     let filter = DeadLetterFilter { ids: Some(vec![id]), ..Default::default() };
     let found = app.store.dead_letters(filter.clone()).await?;
+    let not_found = || Problem::not_found(format!("no dead letter with id {id}"));
     let Some(dl) = found.first() else {
-        return Err(Problem::not_found(format!("no dead letter with id {id}")));
+        return Err(not_found());
     };
-    app.require_tenant(&caller, &dl.tenant, Some(&dl.event_id)).await?;
+    // Dead-letter ids are sequential: another tenant's answers like an unknown one (the refusal is
+    // audited), so that trying ids tells no one what other tenants have or who they are.
+    match app.require_tenant(&caller, &dl.tenant, Some(&dl.event_id)).await {
+        Err(p) if p.status == StatusCode::FORBIDDEN.as_u16() => return Err(not_found()),
+        other => other?,
+    }
     let dead_letters = app.store.replay(filter, caller.name.clone()).await?;
     hand_off_replayed(&app, &dead_letters).await;
     Ok(Json(Replayed { replayed: dead_letters.len(), dead_letters }))
