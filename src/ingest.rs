@@ -458,8 +458,7 @@ pub fn parse(body: &[u8], mode: Mode, limits: &LimitsConfig) -> Result<Vec<Value
 
 /// The text rules every string of a published event must keep, before its contract is checked
 /// (which would otherwise run its patterns over text of any length): at most `max` characters,
-/// and no NUL character, which no text column of PostgreSQL can hold (one such key would fail
-/// the whole group of requests committed with it).
+/// and nothing the interchange cannot carry (`csi_gateway_sdk::text::unfit`).
 fn text_errors(ev: &Value, max: usize) -> Vec<FieldError> {
     let mut errors = Vec::new();
     strings(ev, &mut String::new(), max, &mut errors);
@@ -477,23 +476,18 @@ fn check_depth(body: &[u8], max: usize) -> Result<(), IngestError> {
     }
 }
 
-/// A control character XML 1.0 cannot hold (NUL has its own rule).
-fn forbidden_control(c: char) -> bool {
-    matches!(c, '\u{1}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}')
-}
-
 fn strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError>) {
+    use csi_gateway_sdk::text::{unfit, Unfit};
     let len = path.len();
-    let nul = |path: &str| {
-        FieldError::new(path, "nul_character", "text may not contain the NUL character (U+0000)")
-    };
-    let control = |path: &str| {
-        FieldError::new(
-            path,
-            "control_character",
-            "text may not contain control characters other than tab, line feed and carriage return \
-             (U+0001–U+001F): XML, which INPS reads, cannot carry them",
-        )
+    let unfit_error = |path: &str, u: Unfit| {
+        let message = match u {
+            Unfit::Nul => "text may not contain the NUL character (U+0000)",
+            Unfit::Control => {
+                "text may not contain control characters other than tab, line feed and carriage return \
+                 (U+0001–U+001F): XML, which INPS reads, cannot carry them"
+            }
+        };
+        FieldError::new(path, u.rule(), message)
     };
     match v {
         Value::String(s) if s.chars().count() > max => errors.push(FieldError::new(
@@ -501,8 +495,11 @@ fn strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError
             "max_string_chars",
             format!("string of {} characters exceeds the limit of {max}", s.chars().count()),
         )),
-        Value::String(s) if s.contains('\0') => errors.push(nul(path)),
-        Value::String(s) if s.chars().any(forbidden_control) => errors.push(control(path)),
+        Value::String(s) => {
+            if let Some(u) = unfit(s) {
+                errors.push(unfit_error(path, u))
+            }
+        }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 path.push_str(&format!("/{i}"));
@@ -516,10 +513,8 @@ fn strings(v: &Value, path: &mut String, max: usize, errors: &mut Vec<FieldError
                 path.push_str(&k.replace('~', "~0").replace('/', "~1"));
                 if k.chars().count() > max {
                     errors.push(FieldError::new(path.clone(), "max_string_chars", "property name too long"));
-                } else if k.contains('\0') {
-                    errors.push(nul(path));
-                } else if k.chars().any(forbidden_control) {
-                    errors.push(control(path));
+                } else if let Some(u) = unfit(k) {
+                    errors.push(unfit_error(path, u));
                 }
                 strings(item, path, max, errors);
                 path.truncate(len);

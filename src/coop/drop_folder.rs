@@ -112,16 +112,9 @@ fn free_name(folder: &Path, name: &str, note: &str) -> PathBuf {
     if !plain.exists() && !folder.join(format!("{name}{note}")).exists() {
         return plain;
     }
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}-{:02}{:02}{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .unwrap_or_default();
     let mut n = 0;
     loop {
         let candidate = if n == 0 { format!("{stamp}-{name}") } else { format!("{stamp}-{n}-{name}") };

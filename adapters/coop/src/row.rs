@@ -115,22 +115,21 @@ pub(crate) fn build(
     let mut texts: Vec<Option<String>> = vec![None; FIELDS.len()];
     for (i, f) in FIELDS.iter().enumerate().filter(|(_, f)| !matches!(**f, "checkin" | "checkout")) {
         match text(fields[i].unwrap_or(&Val::Null)) {
-            // A NUL cannot be stored as text (PostgreSQL refuses it in every text column), and no
-            // cell means one: the row is refused, not the whole group it would be committed with.
-            Ok(Some(t)) if t.contains('\0') => errors.push(RowError::new(
-                col(f, None),
-                "nul_character",
-                format!("{f}: the text holds a NUL character (U+0000)"),
-            )),
-            // Nor other control characters but tab and line breaks: the SIUSS XML cannot carry them.
-            Ok(Some(t)) if t.chars().any(|c| c < ' ' && !matches!(c, '\t' | '\n' | '\r')) => {
-                errors.push(RowError::new(
-                    col(f, None),
-                    "control_character",
-                    format!("{f}: the text holds a control character (U+0001–U+001F other than tab and line breaks)"),
-                ))
-            }
-            Ok(t) => texts[i] = t,
+            // A NUL or another control character but tab and line breaks cannot be carried (see
+            // `text::Unfit`), and no cell means one: the row is refused, not its whole group.
+            Ok(Some(t)) => match csi_gateway_sdk::text::unfit(&t) {
+                None => texts[i] = Some(t),
+                Some(u) => {
+                    let what = match u {
+                        csi_gateway_sdk::text::Unfit::Nul => "a NUL character (U+0000)",
+                        csi_gateway_sdk::text::Unfit::Control => {
+                            "a control character (U+0001–U+001F other than tab and line breaks)"
+                        }
+                    };
+                    errors.push(RowError::new(col(f, None), u.rule(), format!("{f}: the text holds {what}")))
+                }
+            },
+            Ok(None) => {}
             Err(()) => {
                 errors.push(RowError::new(col(f, None), "mapping", format!("{f}: expected a single value")))
             }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub mod json;
+pub mod text;
 
 /// A boxed, sendable future, so that [`Outbound`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
