@@ -347,7 +347,7 @@ cooperativa = "{cooperativa}"
 mappings_dir = {mappings}
 "#,
             coop_hash = hex::encode(Sha256::digest(COOP_API_KEY.as_bytes())),
-            cooperativa = crate::coop::COOPERATIVA,
+            cooperativa = loadgen::fixtures::COOPERATIVA,
             mappings = toml_string(mappings),
         ));
     }

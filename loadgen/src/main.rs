@@ -415,8 +415,8 @@ async fn run(args: Args) -> Result<bool> {
             let http = http.clone();
             let rows = plan.coop_rows;
             eprintln!("loadgen: coop: building a {rows}-row CSV...");
-            let progetti = coop::progetti(&root)?;
-            let sheet = coop::sheet(rows);
+            let progetti = loadgen::fixtures::progetti(&root)?;
+            let sheet = loadgen::fixtures::sheet(rows);
             let mappings = root.join("mappings/coop");
             eprintln!("loadgen: coop: uploading {:.1} MB...", sheet.len() as f64 / MB);
             let outcome = with_gateway(

@@ -23,8 +23,8 @@ use crate::auth::Caller;
 use crate::config::{CoopConfig, OnViolation};
 use crate::ingest::{Admission, EventResult, IngestError, Pipeline};
 use crate::store::{
-    now_ms, CoopDeliveryRow, MonthGroup, ProgettoRow, Projection, Projections, ReportRow, StoreError,
-    UploadRecord,
+    now_ms, CoopDeliveryRow, FastMap, MonthGroup, ProgettoRow, Projection, Projections, ReportRow,
+    StoreError, UploadRecord,
 };
 
 /// The interchange type every delivery becomes.
@@ -59,7 +59,7 @@ struct ServiceInfo {
 pub struct Coop {
     dir: PathBuf,
     config: CoopConfig,
-    services: HashMap<String, ServiceInfo>,
+    services: FastMap<String, ServiceInfo>,
     mappings: Mutex<HashMap<String, Arc<Mapping>>>,
     pub store: Arc<dyn Projections>,
 }
@@ -339,18 +339,18 @@ fn month_of(d: &Delivery) -> String {
 #[derive(Default)]
 struct Tally {
     /// Minutes per month group (progetto, service, month): what the store had, plus this upload.
-    month: HashMap<MonthGroup, (u32, i64)>,
+    month: FastMap<MonthGroup, (u32, i64)>,
     /// The month groups by index.
     groups: Vec<MonthGroup>,
     /// Keys of the chunk being checked, by [`key_hash`]; earlier rows of the upload are in the
     /// store, or in [`Tally::committing`].
-    seen: HashMap<u128, SeenRow>,
+    seen: FastMap<u128, SeenRow>,
     /// Keys of the chunk being committed while this one is checked.
-    committing: HashMap<u128, SeenRow>,
+    committing: FastMap<u128, SeenRow>,
     /// Every progetto of a beneficiary (by [`beneficiary`]), whatever its period, latest first.
-    people: HashMap<String, Arc<[Arc<ProgettoRow>]>>,
+    people: FastMap<String, Arc<[Arc<ProgettoRow>]>>,
     /// Progetti named by id in the file (`None`: there is none).
-    by_id: HashMap<String, Option<Arc<ProgettoRow>>>,
+    by_id: FastMap<String, Option<Arc<ProgettoRow>>>,
 }
 
 impl Tally {
@@ -372,7 +372,7 @@ impl Tally {
             self.people.clear();
             self.by_id.clear();
         }
-        let mut lists: HashMap<&str, Vec<Arc<ProgettoRow>>> =
+        let mut lists: FastMap<&str, Vec<Arc<ProgettoRow>>> =
             who.iter().map(|w| (w.as_str(), Vec::new())).collect();
         for p in found.into_iter().map(Arc::new) {
             if let Some(list) = lists.get_mut(p.pseudonimo.as_str()) {
@@ -692,7 +692,7 @@ impl Coop {
                 _ => None,
             })
             .collect();
-        let stored: HashMap<String, CoopDeliveryRow> = self
+        let stored: FastMap<String, CoopDeliveryRow> = self
             .store
             .coop_deliveries(tenant.to_string(), keys.iter().flatten().cloned().collect())
             .await?
@@ -798,7 +798,7 @@ impl Coop {
         row: u64,
         d: &Delivery,
         key: String,
-        stored: &HashMap<String, CoopDeliveryRow>,
+        stored: &FastMap<String, CoopDeliveryRow>,
         tally: &mut Tally,
     ) -> Result<Evaluated, CoopError> {
         let content = audit::digest_json(d);
@@ -1068,7 +1068,7 @@ impl Coop {
         &self,
         tenant: &str,
         chunk: &[RowResult],
-        stored: &HashMap<String, CoopDeliveryRow>,
+        stored: &FastMap<String, CoopDeliveryRow>,
         tally: &mut Tally,
     ) -> Result<(), CoopError> {
         let deliveries = || {
@@ -1120,7 +1120,7 @@ impl Coop {
         if groups.is_empty() {
             return Ok(());
         }
-        let minutes: HashMap<MonthGroup, i64> =
+        let minutes: FastMap<MonthGroup, i64> =
             self.store.month_minutes(tenant.to_string(), groups.clone()).await?.into_iter().collect();
         for g in groups {
             let m = minutes.get(&g).copied().unwrap_or(0);
@@ -1571,13 +1571,13 @@ fn month_bounds(mese: &str) -> Option<(String, String)> {
 }
 
 /// `tipi-servizio.csv`: `tipo_servizio;area_utenza;codice_prestazione;denominazione`.
-fn load_services(path: &Path) -> anyhow::Result<HashMap<String, ServiceInfo>> {
+fn load_services(path: &Path) -> anyhow::Result<FastMap<String, ServiceInfo>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FastMap::new()),
         Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
     };
-    let mut out = HashMap::new();
+    let mut out = FastMap::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         if line.trim().is_empty() {
             continue;

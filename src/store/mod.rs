@@ -16,6 +16,11 @@ use serde::Serialize;
 
 use crate::audit::{Entry, Record, Verification};
 
+/// The maps of one request's or one upload chunk's keys (on the writer, and in the upload's
+/// checks): foldhash, hashbrown's default, seeded at random per map, several times faster than
+/// the standard library's SipHash on short keys. Each holds at most one batch or chunk of keys.
+pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
+
 /// A failure of the storage engine itself.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]

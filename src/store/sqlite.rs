@@ -7,7 +7,6 @@
 //! own connections and never wait for the writer.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -747,7 +746,7 @@ fn accept<'a>(
         .zip(&scopes)
         .filter_map(|(e, scope)| e.idempotency_key.as_deref().map(|k| (scope.as_str(), k)))
         .collect();
-    let mut held: HashMap<usize, String> = HashMap::new();
+    let mut held: FastMap<usize, String> = FastMap::new();
     if !keyed.is_empty() {
         let sql = "SELECT j.key, i.event_id FROM json_each(?1) AS j CROSS JOIN idempotency AS i
                    WHERE i.source = j.value ->> 0 AND i.key = j.value ->> 1";
@@ -762,7 +761,7 @@ fn accept<'a>(
             _ => None,
         })
         .collect();
-    let mut stored: HashMap<(&str, &str), String> = HashMap::new();
+    let mut stored: FastMap<(&str, &str), String> = FastMap::new();
     if !coop.is_empty() {
         let sql = "SELECT j.key, d.event_id FROM json_each(?1) AS j CROSS JOIN coop_deliveries AS d
                    WHERE d.tenant = j.value ->> 0 AND d.key = j.value ->> 1";
@@ -776,7 +775,7 @@ fn accept<'a>(
     let stored_before: Vec<(&str, &str)> = stored.keys().copied().collect();
 
     let mut out = Vec::with_capacity(events.len());
-    let mut claimed: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut claimed: FastMap<(&str, &str), &str> = FastMap::new();
     let mut new: Vec<&NewEvent> = Vec::with_capacity(events.len());
     // The keys the new events claim: (scope, key, event id).
     let mut claims: Vec<(&str, &str, &str)> = Vec::new();
@@ -921,9 +920,9 @@ fn accept<'a>(
 
 /// The latest of each key among `items` (in their order, a later item takes the first one's
 /// place), and where each key's item is.
-fn latest_by_key<K: Eq + std::hash::Hash, T>(items: Vec<(K, T)>) -> (Vec<T>, HashMap<K, usize>) {
+fn latest_by_key<K: Eq + std::hash::Hash, T>(items: Vec<(K, T)>) -> (Vec<T>, FastMap<K, usize>) {
     let mut latest = Vec::with_capacity(items.len());
-    let mut place = HashMap::with_capacity(items.len());
+    let mut place = FastMap::with_capacity(items.len());
     for (k, item) in items {
         match place.get(&k) {
             Some(&i) => latest[i] = item,

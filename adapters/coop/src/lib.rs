@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use cf::check as check_codice_fiscale;
+pub use cf::check_char as codice_fiscale_check_char;
 pub use checks::Checks;
 pub use csv_in::read_csv;
 pub use decode::TextEncoding;
