@@ -61,6 +61,7 @@ impl Relay {
         exchange: String,
         timeout: Duration,
     ) -> Arc<Self> {
+        outbox.keep_handoffs();
         let (tx, rx) = mpsc::channel(4096);
         let (confirmed, marks) = mpsc::unbounded_channel();
         tokio::spawn(mark_published(outbox.clone(), marks));

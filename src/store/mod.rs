@@ -443,6 +443,9 @@ pub trait Outbox: Send + Sync + 'static {
     fn published(&self, deliveries: Vec<(i64, i64)>) -> BoxFuture<'_, StoreResult<()>>;
     /// Gives taken deliveries back unpublished (the broker refused them or did not answer).
     fn release(&self, delivery_ids: Vec<i64>) -> BoxFuture<'_, StoreResult<()>>;
+    /// A relay will hand off this instance's new events: the store may keep their deliveries at
+    /// hand for [`Outbox::take_unpublished`] instead of reading them back.
+    fn keep_handoffs(&self) {}
 }
 
 /// Milliseconds since the Unix epoch.

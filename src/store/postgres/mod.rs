@@ -200,6 +200,55 @@ pub struct PgStore {
     target: String,
     notify: Arc<Notify>,
     writer: mpsc::Sender<(write::Write, oneshot::Sender<StoreResult<write::Written>>)>,
+    handoffs: Arc<Handoffs>,
+}
+
+/// The deliveries of events this instance just committed, kept for the relay's handoff of them
+/// (with a broker only: [`Outbox::keep_handoffs`]), so that it need not read back from the
+/// database what it wrote a moment before. A handoff takes its events' entries; events it does
+/// not find here (the original of a duplicate, or more than [`Handoffs::MAX`] waiting) are read
+/// from the database as before.
+#[derive(Default)]
+struct Handoffs {
+    enabled: std::sync::atomic::AtomicBool,
+    waiting: std::sync::Mutex<FastMap<String, Vec<Task>>>,
+}
+
+impl Handoffs {
+    /// Events kept at most: a relay that stopped taking them does not make memory grow.
+    const MAX: usize = 50_000;
+
+    fn enabled(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, Vec<Task>>> {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps the deliveries of committed events.
+    fn keep(&self, committed: Vec<(String, Vec<Task>)>) {
+        let mut waiting = self.lock();
+        for (event, tasks) in committed {
+            if waiting.len() >= Self::MAX {
+                break;
+            }
+            waiting.insert(event, tasks);
+        }
+    }
+
+    /// Takes the deliveries kept for `events`; the events not kept are returned apart.
+    fn take(&self, events: Vec<String>) -> (Vec<Task>, Vec<String>) {
+        let mut waiting = self.lock();
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for e in events {
+            match waiting.remove(&e) {
+                Some(tasks) => found.extend(tasks),
+                None => missing.push(e),
+            }
+        }
+        (found, missing)
+    }
 }
 
 /// Writes waiting at most in the group-commit queue; beyond, callers wait (back-pressure).
@@ -216,8 +265,14 @@ impl PgStore {
         let pool = pool(cfg.clone(), &target, pool_size)?;
         let (writer, writes) = mpsc::channel(WRITE_QUEUE);
         let notify = Arc::new(Notify::new());
-        let store =
-            Arc::new(Self { pool: pool.clone(), target: target.clone(), notify: notify.clone(), writer });
+        let handoffs = Arc::new(Handoffs::default());
+        let store = Arc::new(Self {
+            pool: pool.clone(),
+            target: target.clone(),
+            notify: notify.clone(),
+            writer,
+            handoffs: handoffs.clone(),
+        });
         {
             let mut client = store.client().await?;
             let applied = schema::migrate(&mut client).await?;
@@ -226,7 +281,7 @@ impl PgStore {
             }
         }
         tokio::spawn(listen(cfg, store.target.clone(), Arc::downgrade(&store.notify)));
-        tokio::spawn(group_commit(pool, target, writes, notify));
+        tokio::spawn(group_commit(pool, target, writes, notify, handoffs));
         Ok(store)
     }
 
@@ -264,6 +319,7 @@ async fn group_commit(
     target: String,
     mut writes: mpsc::Receiver<(write::Write, oneshot::Sender<StoreResult<write::Written>>)>,
     notify: Arc<Notify>,
+    handoffs: Arc<Handoffs>,
 ) {
     while let Some(first) = writes.recv().await {
         let mut group = vec![first];
@@ -274,16 +330,20 @@ async fn group_commit(
             }
         }
         let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let mut committed = Vec::new();
+        let kept = handoffs.enabled().then_some(&mut committed);
         let result = async {
             let mut client = pool
                 .get()
                 .await
                 .map_err(|e| StoreError(format!("PostgreSQL at {target}: {}", pool_message(&e))))?;
-            write::group(&mut client, &ops).await
+            write::group(&mut client, &ops, kept).await
         }
         .await;
         match result {
             Ok((answers, wake)) => {
+                // Before the answers: the handoff that follows an answer finds its deliveries.
+                handoffs.keep(committed);
                 // A caller that went away no longer needs its answer: the work is committed.
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
@@ -538,9 +598,29 @@ impl Outbox for PgStore {
         lease_ms: i64,
     ) -> BoxFuture<'_, StoreResult<Vec<Task>>> {
         Box::pin(async move {
+            // A handoff's events just committed here: their deliveries are at hand, unpublished
+            // and unleased (no sweeper takes them before they are stale).
+            let (mut tasks, events) = match events {
+                Some(events) if self.handoffs.enabled() => {
+                    let (found, missing) = self.handoffs.take(events);
+                    if missing.is_empty() {
+                        return Ok(found);
+                    }
+                    (found, Some(missing))
+                }
+                other => (Vec::new(), other),
+            };
             let client = self.client().await?;
-            write::take_unpublished(&client, events.as_deref(), stale_ms, limit, lease_ms).await
+            tasks.extend(
+                write::take_unpublished(&client, events.as_deref(), stale_ms, limit, lease_ms).await?,
+            );
+            tasks.sort_by_key(|t| t.delivery_id);
+            Ok(tasks)
         })
+    }
+
+    fn keep_handoffs(&self) {
+        self.handoffs.enabled.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn published(&self, deliveries: Vec<(i64, i64)>) -> BoxFuture<'_, StoreResult<()>> {
@@ -559,5 +639,44 @@ impl Outbox for PgStore {
             }
             write::release(&self.client().await?, &delivery_ids).await
         })
+    }
+}
+
+#[cfg(test)]
+mod handoff_tests {
+    use super::*;
+
+    fn task(event: &str, delivery_id: i64) -> Task {
+        Task {
+            delivery_id,
+            event_id: event.into(),
+            destination: "csi".into(),
+            event_type: "t".into(),
+            tenant: "F205".into(),
+            idempotency_key: None,
+            body: b"{}".to_vec(),
+            digest: String::new(),
+            attempts: 0,
+            since: 0,
+        }
+    }
+
+    #[test]
+    fn a_handoff_takes_its_events_once_and_names_the_ones_it_must_read() {
+        let h = Handoffs::default();
+        h.keep(vec![("e1".into(), vec![task("e1", 1), task("e1", 2)]), ("e2".into(), vec![])]);
+        let (found, missing) = h.take(vec!["e1".into(), "e2".into(), "original".into()]);
+        assert_eq!(found.iter().map(|t| t.delivery_id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(missing, ["original"], "an event not committed here is read from the database");
+        let (found, missing) = h.take(vec!["e1".into()]);
+        assert!(found.is_empty(), "taken once");
+        assert_eq!(missing, ["e1"]);
+    }
+
+    #[test]
+    fn what_no_relay_takes_does_not_grow_past_the_bound() {
+        let h = Handoffs::default();
+        h.keep((0..Handoffs::MAX + 10).map(|i| (format!("e{i}"), vec![])).collect());
+        assert_eq!(h.lock().len(), Handoffs::MAX);
     }
 }

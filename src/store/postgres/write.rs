@@ -90,8 +90,14 @@ pub(super) enum Written {
 }
 
 /// Commits several writes in one transaction (one lock of the chain's head, one commit): the
-/// answers in order, and whether new work became due.
-pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<(Vec<Written>, bool)> {
+/// answers in order, and whether new work became due. With `handoffs`, the new events'
+/// deliveries are added to it, by event, as the relay publishes them (kept only if the commit
+/// succeeds).
+pub(super) async fn group(
+    client: &mut Object,
+    writes: &[Write],
+    handoffs: Option<&mut Vec<(String, Vec<Task>)>>,
+) -> StoreResult<(Vec<Written>, bool)> {
     let tx = client.transaction().await?;
     let mut chain = Chain::lock(&tx).await?;
     let now = now_ms();
@@ -104,7 +110,7 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
             _ => Vec::new(),
         })
         .collect();
-    let fates = store_events(&tx, &all, now).await?;
+    let fates = store_events(&tx, &all, now, handoffs).await?;
     let new: Vec<&NewEvent> =
         all.iter().zip(&fates).filter(|(_, a)| matches!(a, Acceptance::New(_))).map(|(ev, _)| *ev).collect();
     // The read models written by many events at once (a cooperative's upload), set-based; the
@@ -165,7 +171,12 @@ pub(super) async fn group(client: &mut Object, writes: &[Write]) -> StoreResult<
 /// more for those already held, and writes the new events and their deliveries with one statement
 /// each. The first event of a `(source, key)` in the group claims it; the unique key decides
 /// against what is committed, also by other instances.
-async fn store_events(tx: &Transaction<'_>, events: &[&NewEvent], now: i64) -> StoreResult<Vec<Acceptance>> {
+async fn store_events(
+    tx: &Transaction<'_>,
+    events: &[&NewEvent],
+    now: i64,
+    handoffs: Option<&mut Vec<(String, Vec<Task>)>>,
+) -> StoreResult<Vec<Acceptance>> {
     use std::collections::HashMap;
     // A key is unique within its tenant and source (`NewEvent::idempotency_scope`).
     let scopes: Vec<String> = events.iter().map(|e| e.idempotency_scope()).collect();
@@ -252,14 +263,45 @@ async fn store_events(tx: &Transaction<'_>, events: &[&NewEvent], now: i64) -> S
     .await?;
     let (event_ids, destinations): (Vec<&str>, Vec<&str>) =
         new.iter().flat_map(|e| e.destinations.iter().map(|d| (e.id.as_str(), d.as_str()))).unzip();
+    let mut ids: HashMap<(String, String), i64> = HashMap::new();
     if !event_ids.is_empty() {
-        execute(
-            tx,
-            "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)
-             SELECT e, d, 'pending', 0, $3, $3, $3 FROM UNNEST($1::text[], $2::text[]) AS x (e, d)",
-            &[&event_ids, &destinations, &now],
-        )
-        .await?;
+        let insert = "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)
+             SELECT e, d, 'pending', 0, $3, $3, $3 FROM UNNEST($1::text[], $2::text[]) AS x (e, d)";
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&event_ids, &destinations, &now];
+        if handoffs.is_some() {
+            for r in query(tx, &format!("{insert} RETURNING id, event_id, destination"), &params).await? {
+                ids.insert((r.try_get(1)?, r.try_get(2)?), r.try_get(0)?);
+            }
+        } else {
+            execute(tx, insert, &params).await?;
+        }
+    }
+    // The deliveries as the relay publishes them, from what is at hand: no need to read them back.
+    if let Some(handoffs) = handoffs {
+        for ev in &new {
+            let mut tasks = Vec::with_capacity(ev.destinations.len());
+            for destination in &ev.destinations {
+                let Some(&delivery_id) = ids.get(&(ev.id.clone(), destination.clone())) else {
+                    return Err(StoreError(format!(
+                        "internal: no delivery written for event {} to {destination}",
+                        ev.id
+                    )));
+                };
+                tasks.push(Task {
+                    delivery_id,
+                    event_id: ev.id.clone(),
+                    destination: destination.clone(),
+                    event_type: ev.event_type.clone(),
+                    tenant: ev.tenant.clone(),
+                    idempotency_key: ev.idempotency_key.clone(),
+                    body: ev.body.clone(),
+                    digest: ev.digest.clone(),
+                    attempts: 0,
+                    since: now,
+                });
+            }
+            handoffs.push((ev.id.clone(), tasks));
+        }
     }
     Ok(out)
 }
