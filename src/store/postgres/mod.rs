@@ -206,34 +206,49 @@ pub struct PgStore {
 /// The deliveries of events this instance just committed, kept for the relay's handoff of them
 /// (with a broker only: [`Outbox::keep_handoffs`]), so that it need not read back from the
 /// database what it wrote a moment before. A handoff takes its events' entries; events it does
-/// not find here (the original of a duplicate, or more than [`Handoffs::MAX`] waiting) are read
-/// from the database as before.
+/// not find here (the original of a duplicate, more than [`Handoffs::MAX`] waiting, or kept
+/// longer than [`Handoffs::KEEP_FOR`]) are read from the database as before.
 #[derive(Default)]
 struct Handoffs {
     enabled: std::sync::atomic::AtomicBool,
-    waiting: std::sync::Mutex<FastMap<String, Vec<Task>>>,
+    waiting: std::sync::Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    tasks: FastMap<String, (std::time::Instant, Vec<Task>)>,
+    /// When entries were last looked at for age.
+    swept: Option<std::time::Instant>,
 }
 
 impl Handoffs {
-    /// Events kept at most: a relay that stopped taking them does not make memory grow.
-    const MAX: usize = 50_000;
+    /// Events kept at most (a handoff takes its own within milliseconds of the commit).
+    const MAX: usize = 10_000;
+    /// How long an entry is kept: one whose handoff never came (the request was dropped between
+    /// its commit and its handoff) is left to the sweeper, as anything unpublished.
+    const KEEP_FOR: Duration = Duration::from_secs(10);
 
     fn enabled(&self) -> bool {
         self.enabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, Vec<Task>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Keeps the deliveries of committed events.
     fn keep(&self, committed: Vec<(String, Vec<Task>)>) {
+        let now = std::time::Instant::now();
         let mut waiting = self.lock();
+        if waiting.swept.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            waiting.tasks.retain(|_, (at, _)| now.duration_since(*at) < Self::KEEP_FOR);
+            waiting.swept = Some(now);
+        }
         for (event, tasks) in committed {
-            if waiting.len() >= Self::MAX {
+            if waiting.tasks.len() >= Self::MAX {
                 break;
             }
-            waiting.insert(event, tasks);
+            waiting.tasks.insert(event, (now, tasks));
         }
     }
 
@@ -242,8 +257,8 @@ impl Handoffs {
         let mut waiting = self.lock();
         let (mut found, mut missing) = (Vec::new(), Vec::new());
         for e in events {
-            match waiting.remove(&e) {
-                Some(tasks) => found.extend(tasks),
+            match waiting.tasks.remove(&e) {
+                Some((_, tasks)) => found.extend(tasks),
                 None => missing.push(e),
             }
         }
@@ -677,6 +692,22 @@ mod handoff_tests {
     fn what_no_relay_takes_does_not_grow_past_the_bound() {
         let h = Handoffs::default();
         h.keep((0..Handoffs::MAX + 10).map(|i| (format!("e{i}"), vec![])).collect());
-        assert_eq!(h.lock().len(), Handoffs::MAX);
+        assert_eq!(h.lock().tasks.len(), Handoffs::MAX);
+    }
+
+    #[test]
+    fn an_entry_whose_handoff_never_came_is_dropped_after_a_while() {
+        let h = Handoffs::default();
+        h.keep(vec![("dropped".into(), vec![task("dropped", 1)])]);
+        {
+            let mut w = h.lock();
+            let old = std::time::Instant::now() - Handoffs::KEEP_FOR;
+            w.tasks.get_mut("dropped").expect("kept").0 = old;
+            w.swept = Some(old);
+        }
+        h.keep(vec![("next".into(), vec![])]);
+        let (found, missing) = h.take(vec!["dropped".into()]);
+        assert!(found.is_empty());
+        assert_eq!(missing, ["dropped"], "left to the database (and the sweeper)");
     }
 }
