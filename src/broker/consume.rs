@@ -131,7 +131,7 @@ async fn consume(ctx: &Arc<Ctx>, prefetch: u16) -> Result<(), BrokerError> {
 
 /// How long a settled message waits at most for the ones received before it to be settled too,
 /// before it is acknowledged alone.
-pub const STRAGGLER: Duration = Duration::from_millis(100);
+const STRAGGLER: Duration = Duration::from_millis(100);
 
 /// The messages of one channel not yet acknowledged, by delivery tag (the broker numbers them in
 /// the order it delivers them).

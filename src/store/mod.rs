@@ -16,9 +16,10 @@ use serde::Serialize;
 
 use crate::audit::{Entry, Record, Verification};
 
-/// The maps of one request's or one upload chunk's keys (on the writer, and in the upload's
-/// checks): foldhash, hashbrown's default, seeded at random per map, several times faster than
-/// the standard library's SipHash on short keys. Each holds at most one batch or chunk of keys.
+/// The maps on the hot paths of accepting and uploading (the writer's keys of a request, an
+/// upload's running totals, the handoffs waiting for the relay): foldhash, hashbrown's default,
+/// seeded at random per map like the standard library's, and several times faster than its
+/// SipHash on short keys. Each is bounded by what it serves (a batch, a chunk, a cache's limit).
 pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
 
 /// A failure of the storage engine itself.
