@@ -20,7 +20,7 @@ use csi_gateway::auth::Caller;
 use csi_gateway::config::{Config, Role};
 use csi_gateway::coop::Body;
 use csi_gateway::ingest::{EventResult, Mode};
-use loadgen::fixtures::{self, COOPERATIVA, TENANT};
+use loadgen::fixtures::{self, toml_string, COOPERATIVA, TENANT};
 
 /// The gateway's allocator (`src/main.rs`): allocation is a large part of this work.
 #[global_allocator]
@@ -46,12 +46,11 @@ impl Gateway {
     fn start() -> Self {
         let root = root();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = |p: &Path| serde_json::Value::String(p.to_string_lossy().into_owned()).to_string();
         let toml = format!(
             "[server]\ndata_dir = {}\ncontracts_dir = {}\n\n[limits]\nmax_batch = 1000\n\n[coop]\nmappings_dir = {}\n",
-            path(&dir.path().join("data")),
-            path(&root.join("contracts")),
-            path(&root.join("mappings/coop")),
+            toml_string(&dir.path().join("data")),
+            toml_string(&root.join("contracts")),
+            toml_string(&root.join("mappings/coop")),
         );
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, toml).expect("writing the configuration");

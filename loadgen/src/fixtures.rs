@@ -1,11 +1,16 @@
-//! The cooperatives scenario's data, shared by the load tool and the criterion benchmarks: the
+//! What the load tool and the criterion benchmarks share: the cooperatives scenario's data (the
 //! beneficiaries' progetti and one cooperative's sheet of deliveries in the Excel dialect of the
-//! shipped mapping `coop-excel-csv`.
+//! shipped mapping `coop-excel-csv`), and paths written into a gateway's configuration.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+
+/// A path as a TOML basic string (JSON string escaping is valid TOML).
+pub fn toml_string(path: &Path) -> String {
+    Value::String(path.to_string_lossy().into_owned()).to_string()
+}
 
 /// The cooperative of the shipped mapping.
 pub const COOPERATIVA: &str = "AURORA";

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use loadgen::fixtures::toml_string;
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 
@@ -370,11 +371,6 @@ to = ["{DESTINATION}"]
         ));
     }
     toml
-}
-
-/// A path as a TOML basic string (JSON string escaping is valid TOML).
-fn toml_string(path: &Path) -> String {
-    serde_json::Value::String(path.to_string_lossy().into_owned()).to_string()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use loadgen::fixtures::toml_string;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -103,10 +104,6 @@ impl SiussGateway {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
-}
-
-fn toml_string(p: &Path) -> String {
-    Value::String(p.to_string_lossy().into_owned()).to_string()
 }
 
 fn config_toml(listen: SocketAddr, data: &Path, root: &Path, waas_route: bool) -> String {

@@ -263,14 +263,15 @@ async fn store_events(
     .await?;
     let (event_ids, destinations): (Vec<&str>, Vec<&str>) =
         new.iter().flat_map(|e| e.destinations.iter().map(|d| (e.id.as_str(), d.as_str()))).unzip();
-    let mut ids: HashMap<(String, String), i64> = HashMap::new();
+    // Delivery ids by event, then destination (an event has one or a few).
+    let mut ids: FastMap<String, Vec<(String, i64)>> = FastMap::new();
     if !event_ids.is_empty() {
         let insert = "INSERT INTO deliveries (event_id, destination, status, attempts, since, next_attempt_at, updated_at)
              SELECT e, d, 'pending', 0, $3, $3, $3 FROM UNNEST($1::text[], $2::text[]) AS x (e, d)";
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&event_ids, &destinations, &now];
         if handoffs.is_some() {
             for r in query(tx, &format!("{insert} RETURNING id, event_id, destination"), &params).await? {
-                ids.insert((r.try_get(1)?, r.try_get(2)?), r.try_get(0)?);
+                ids.entry(r.try_get(1)?).or_default().push((r.try_get(2)?, r.try_get(0)?));
             }
         } else {
             execute(tx, insert, &params).await?;
@@ -279,9 +280,10 @@ async fn store_events(
     // The deliveries as the relay publishes them, from what is at hand: no need to read them back.
     if let Some(handoffs) = handoffs {
         for ev in &new {
+            let written = ids.get(ev.id.as_str()).map(Vec::as_slice).unwrap_or_default();
             let mut tasks = Vec::with_capacity(ev.destinations.len());
             for destination in &ev.destinations {
-                let Some(&delivery_id) = ids.get(&(ev.id.clone(), destination.clone())) else {
+                let Some(&(_, delivery_id)) = written.iter().find(|(d, _)| d == destination) else {
                     return Err(StoreError(format!(
                         "internal: no delivery written for event {} to {destination}",
                         ev.id
