@@ -949,6 +949,8 @@ async fn an_upload_cut_by_a_crash_is_completed_by_sending_the_file_again_on(stor
 async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
     let (rx, gw) = start().await;
     publish(&gw, KEY_A, "F205", &sample_progetti()).await;
+    let mut nobody = "BNCGNN45A01F205".to_string();
+    nobody.push(char::from(csi_gateway_coop::codice_fiscale_check_char(nobody.as_bytes())));
 
     // SERENA names AURORA's progetti: the service AURORA holds, and a service the progetto
     // does not list at all; and one good row of its own.
@@ -969,16 +971,27 @@ async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
         // Its own progetto id, with another beneficiary's codice fiscale.
         {"id": "SER-X5", "cooperativa": "SERENA", "progetto": "PRG-2026-0012", "operatore": {"id": "OP-S2"},
          "utente": {"codiceFiscale": "FRRNNA41C52F205P"}, "servizio": "SAD", "data": "2026-04-02",
-         "inizio": "10:00", "fine": "11:00"}
+         "inizio": "10:00", "fine": "11:00"},
+        // Someone with no progetto at all.
+        {"id": "SER-X6", "cooperativa": "SERENA", "operatore": {"id": "OP-S2"},
+         "utente": {"codiceFiscale": nobody}, "servizio": "SAD", "data": "2026-04-02",
+         "inizio": "12:00", "fine": "13:00"}
     ]);
     let r = report(&gw, KEY_SERENA, "coop-json-api", "F205", JSON, items.to_string()).await;
     let s = &r["summary"];
-    assert_eq!((s["accepted"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(4)), "{r}");
-    assert_rejected(&r, 1, None, "not_your_contract");
-    assert_rejected(&r, 2, None, "not_your_contract");
+    assert_eq!((s["accepted"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(5)), "{r}");
     assert_eq!(row(&r, 3)["status"], "accepted", "{r}");
-    assert_rejected(&r, 4, None, "not_your_contract");
-    assert_rejected(&r, 5, None, "no_progetto");
+    // The cooperative learns only that it has no such progetto: the same rule, and a message
+    // made of what its row said, whether the person has a progetto with AURORA or none at all.
+    for n in [1, 2, 4, 5, 6] {
+        assert_rejected(&r, n, None, "no_progetto");
+        let message = row(&r, n)["errors"][0]["message"].as_str().unwrap_or_default().to_string();
+        assert!(!message.contains("AURORA") && !message.contains("another"), "row {n}: {message}");
+    }
+    let message = |n: u64| row(&r, n)["errors"].to_string();
+    assert_eq!(message(4), message(6), "a beneficiary of AURORA looks like nobody's");
+
+    let rows = items;
 
     // SERENA's client sending rows that name AURORA as the cooperative.
     let items = json!([
@@ -1000,6 +1013,12 @@ async fn a_cooperative_cannot_submit_on_another_cooperatives_contract() {
     let bodies = coop_bodies(&rx);
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert_eq!(bodies[0]["data"]["idProgetto"], "PRG-2026-0012");
+
+    // The comune's own client, sending the same rows, is told the reason.
+    let r = report(&gw, KEY_A, "coop-json-api", "F205", JSON, rows.to_string()).await;
+    assert_rejected(&r, 1, None, "not_your_contract");
+    assert_rejected(&r, 4, None, "not_your_contract");
+    assert_rejected(&r, 6, None, "no_progetto");
 }
 
 /// The comune's and the cooperative's commands: `map` shows what a file becomes, row by row,
@@ -1184,8 +1203,14 @@ async fn a_cooperative_client_reads_only_its_own_uploads() {
     assert_eq!(status, StatusCode::OK);
     // Not another cooperative's report, not even its own events, not the liquidazione.
     let (status, v) = gw.get(KEY_AURORA, &format!("/v1/adapters/coop/erogazioni/{serena_upload}")).await;
-    assert!(matches!(status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{status} {v}");
+    // Answered as if there were no such upload or event: nothing tells that they exist.
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
     assert!(v.get("rows").is_none(), "nothing of the report leaks: {v}");
+    let (_, unknown) =
+        gw.get(KEY_AURORA, "/v1/adapters/coop/erogazioni/0190c0de-0000-7000-8000-000000000000").await;
+    assert_eq!((&v["type"], &v["title"]), (&unknown["type"], &unknown["title"]), "{unknown}");
+    assert_eq!(v["detail"], format!("no upload with id {serena_upload}"), "{v}");
+    // Events are not for its role at all.
     let (status, v) = gw.get(KEY_AURORA, &format!("/v1/events/{event}")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     let (status, v) = gw.get(KEY_AURORA, "/v1/adapters/coop/liquidazioni?tenant=F205&mese=2026-03").await;
@@ -1202,7 +1227,7 @@ async fn a_cooperative_client_reads_only_its_own_uploads() {
     let (status, _) = gw.get(KEY_A, &format!("/v1/adapters/coop/erogazioni/{serena_upload}")).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = gw.get(KEY_B, &format!("/v1/adapters/coop/erogazioni/{serena_upload}")).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // Every refusal is in the audit log.
     let denied = audit(&gw, "denied").await;
     assert!(denied.iter().filter(|r| r["actor"] == "coop-aurora").count() >= 5, "{denied:?}");

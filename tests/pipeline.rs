@@ -145,8 +145,10 @@ async fn cross_tenant_attempts_are_refused_and_audited() {
     let (status, v) = gw.send(KEY_B, &prestazione(2, "B157")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let id = ids(&v).remove(0);
-    let (status, _) = gw.get(KEY_A, &format!("/v1/events/{id}")).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Answered like an unknown event: the id tells vendor-a nothing of B157's events.
+    let (status, v) = gw.get(KEY_A, &format!("/v1/events/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert!(!v.to_string().contains("B157"), "{v}");
     let (status, _) = gw.get(KEY_B, &format!("/v1/events/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     // No key, wrong key.

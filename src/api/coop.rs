@@ -220,17 +220,20 @@ pub async fn upload_report(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let coop = coop(&app)?;
+    let not_found = || Problem::not_found(format!("no upload with id {id}"));
     let Some(up) = coop.store.upload(id.clone()).await? else {
-        return Err(Problem::not_found(format!("no upload with id {id}")));
+        return Err(not_found());
     };
     let own = up.client == caller.name;
     let staff = (caller.has(Role::Operator) || caller.has(Role::Auditor)) && caller.may_access(&up.tenant);
     if !own && !staff {
-        let detail = format!("client '{}' may read only its own uploads", caller.name);
+        // Answered like an unknown upload (the refusal is audited): an id tells no one that
+        // the upload exists, nor whose it is.
+        let detail = format!("client '{}' may read only its own uploads ({id})", caller.name);
         app.store
             .audit(vec![Entry::new(Action::Denied, caller.name.as_str()).tenant(&up.tenant).detail(&detail)])
             .await?;
-        return Err(Problem::forbidden(detail));
+        return Err(not_found());
     }
     Ok(report_response(coop, up.id, crate::coop::stored_report(up.report)))
 }

@@ -280,10 +280,16 @@ async fn get_event(
     Path(id): Path<String>,
 ) -> Result<Json<EventView>, Problem> {
     app.require(&caller, Role::Reader, "read events").await?;
+    let not_found = || Problem::not_found(format!("no event with id {id}"));
     let Some(view) = app.store.event(id.clone()).await? else {
-        return Err(Problem::not_found(format!("no event with id {id}")));
+        return Err(not_found());
     };
-    app.require_tenant(&caller, &view.tenant, Some(&id)).await?;
+    // Another tenant's event answers like an unknown one (the refusal is audited): an id tells
+    // no one that the event exists, nor whose it is.
+    match app.require_tenant(&caller, &view.tenant, Some(&id)).await {
+        Err(p) if p.status == StatusCode::FORBIDDEN.as_u16() => return Err(not_found()),
+        other => other?,
+    }
     app.store
         .audit(vec![Entry::new(Action::Read, caller.name.as_str())
             .tenant(&view.tenant)

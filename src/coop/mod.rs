@@ -833,18 +833,28 @@ impl Coop {
         }
         let date = d.data.to_string();
         let mese = month_of(d);
-        let progetti = self.progetti(tenant, d, &date, tally).await?;
-        let Some(progetto) = pick(&progetti, d).cloned() else {
+        // Built from the row alone: what a cooperative's client is told whenever the progetto
+        // is missing, another beneficiary's or another cooperative's, so that its answers never
+        // tell whether a person it names has a progetto with someone else.
+        let unknown = || {
             let what = d
                 .id_progetto
                 .as_deref()
                 .map(|p| format!("progetto {p}"))
                 .unwrap_or_else(|| "an active progetto".into());
-            return Ok(Evaluated::Rejected(vec![RowProblem::new(
+            Ok(Evaluated::Rejected(vec![RowProblem::new(
                 None,
                 "no_progetto",
-                format!("no {what} is known for this beneficiary on {date}: the comune must send it first"),
-            )]));
+                format!(
+                    "no {what} giving {} to cooperative {} is known for this beneficiary on {date}: \
+                     the comune must send it first",
+                    d.tipo_servizio, d.cooperativa
+                ),
+            )]))
+        };
+        let progetti = self.progetti(tenant, d, &date, tally).await?;
+        let Some(progetto) = pick(&progetti, d).cloned() else {
+            return unknown();
         };
         // A progetto named by id must be the beneficiary's own.
         let other_cf = d
@@ -853,6 +863,9 @@ impl Coop {
             .is_some_and(|cf| progetto.codice_fiscale.as_ref() != Some(cf));
         let other_pseudonym = d.beneficiario_pseudonimo.as_ref().is_some_and(|p| p != &progetto.pseudonimo);
         if other_cf || other_pseudonym {
+            if caller.cooperativa.is_some() {
+                return unknown();
+            }
             return Ok(Evaluated::Rejected(vec![RowProblem::new(
                 None,
                 "no_progetto",
@@ -862,8 +875,12 @@ impl Coop {
         let interventi: &[Value] = progetto.interventi.as_array().map(Vec::as_slice).unwrap_or_default();
         let intervento =
             interventi.iter().find(|i| i["tipoServizio"].as_str() == Some(d.tipo_servizio.as_str()));
-        let not_yours =
-            |why: String| Ok(Evaluated::Rejected(vec![RowProblem::new(None, "not_your_contract", why)]));
+        // A comune's own client may learn why; a cooperative's learns only that it has no such
+        // progetto (`unknown`).
+        let not_yours = |why: String| match caller.cooperativa {
+            Some(_) => unknown(),
+            None => Ok(Evaluated::Rejected(vec![RowProblem::new(None, "not_your_contract", why)])),
+        };
         if let Some(coop) = intervento.and_then(|i| i["cooperativa"].as_str()) {
             if coop != d.cooperativa {
                 return not_yours(format!(
