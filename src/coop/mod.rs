@@ -1040,19 +1040,21 @@ impl Coop {
             Some(r) => format!("{}@{}", &content[..16], &audit::digest(r.as_bytes())[..12]),
             None => content[..16].to_string(),
         };
-        let event = json!({
-            "specversion": "1.0",
-            "id": format!("coop-{short}-{version}"),
-            "source": format!("/coop/{}", d.cooperativa),
-            "type": PRESTAZIONE,
-            "tenant": tenant,
-            "subject": progetto.pseudonimo,
-            "datacontenttype": "application/json",
-            // A correction is a new event with the same correlation id: the latest one counts.
-            "correlationid": format!("coop:{short}"),
-            "idempotencykey": format!("{scoped}#{version}"),
-            "data": data,
-        });
+        let event = with_data(
+            json!({
+                "specversion": "1.0",
+                "id": format!("coop-{short}-{version}"),
+                "source": format!("/coop/{}", d.cooperativa),
+                "type": PRESTAZIONE,
+                "tenant": tenant,
+                "subject": progetto.pseudonimo,
+                "datacontenttype": "application/json",
+                // A correction is a new event with the same correlation id: the latest one counts.
+                "correlationid": format!("coop:{short}"),
+                "idempotencykey": format!("{scoped}#{version}"),
+            }),
+            data,
+        );
         let projection = CoopDeliveryRow {
             tenant: tenant.to_string(),
             key,
@@ -1270,18 +1272,20 @@ impl Coop {
                 data["beneficiario"]["codiceFiscale"] = json!(cf);
             }
             events.push((
-                json!({
-                    "specversion": "1.0",
-                    "id": format!("mese-{short}-{}", &totals[..12]),
-                    "source": "/coop/chiusura-mensile",
-                    "type": PRESTAZIONE,
-                    "tenant": tenant,
-                    "subject": r0.pseudonimo,
-                    "datacontenttype": "application/json",
-                    "correlationid": format!("mese:{short}"),
-                    "idempotencykey": format!("{group_key}#{}", &totals[..16]),
-                    "data": data,
-                }),
+                with_data(
+                    json!({
+                        "specversion": "1.0",
+                        "id": format!("mese-{short}-{}", &totals[..12]),
+                        "source": "/coop/chiusura-mensile",
+                        "type": PRESTAZIONE,
+                        "tenant": tenant,
+                        "subject": r0.pseudonimo,
+                        "datacontenttype": "application/json",
+                        "correlationid": format!("mese:{short}"),
+                        "idempotencykey": format!("{group_key}#{}", &totals[..16]),
+                    }),
+                    data,
+                ),
                 Vec::new(),
             ));
         }
@@ -1304,19 +1308,21 @@ impl Coop {
             }
             data["annullata"] = json!(true);
             events.push((
-                json!({
-                    "specversion": "1.0",
-                    "id": format!("mese-annulla-{}", &audit::digest(event_id.as_bytes())[..16]),
-                    "source": "/coop/chiusura-mensile",
-                    "type": PRESTAZIONE,
-                    "tenant": tenant,
-                    "subject": view.event["subject"],
-                    "datacontenttype": "application/json",
-                    "correlationid": view.event["correlationid"],
-                    // Annulling this event once, however many closes follow.
-                    "idempotencykey": format!("{tenant}:{id_prestazione}#annulla@{event_id}"),
-                    "data": data,
-                }),
+                with_data(
+                    json!({
+                        "specversion": "1.0",
+                        "id": format!("mese-annulla-{}", &audit::digest(event_id.as_bytes())[..16]),
+                        "source": "/coop/chiusura-mensile",
+                        "type": PRESTAZIONE,
+                        "tenant": tenant,
+                        "subject": view.event["subject"],
+                        "datacontenttype": "application/json",
+                        "correlationid": view.event["correlationid"],
+                        // Annulling this event once, however many closes follow.
+                        "idempotencykey": format!("{tenant}:{id_prestazione}#annulla@{event_id}"),
+                    }),
+                    data,
+                ),
                 Vec::new(),
             ));
         }
@@ -1409,6 +1415,12 @@ enum Evaluated {
 /// record. It also keeps the SIUSS export's `idPrestazione` index in insertion order when the
 /// cooperative numbers its records in sequence, as software does: a hash lands anywhere in it, and
 /// on a 100,000-row upload that rewrote most of the index's pages at every commit.
+/// An event's envelope with its `data` moved in (`json!` would copy the whole of it).
+fn with_data(mut envelope: Value, data: Value) -> Value {
+    envelope["data"] = data;
+    envelope
+}
+
 fn id_prestazione(d: &Delivery, short: &str) -> String {
     if let Some(record) = &d.id_record {
         let id = format!("{}/{record}", d.cooperativa);
