@@ -342,6 +342,9 @@ struct Tally {
     month: FastMap<MonthGroup, (u32, i64)>,
     /// The month groups by index.
     groups: Vec<MonthGroup>,
+    /// Months whose groups were all read from the store (each month once: a group first seen
+    /// later in the upload has nothing stored but what this upload tallies).
+    months: std::collections::HashSet<String>,
     /// Keys of the chunk being checked, by [`key_hash`]; earlier rows of the upload are in the
     /// store, or in [`Tally::committing`].
     seen: FastMap<u128, SeenRow>,
@@ -1136,14 +1139,23 @@ impl Coop {
     ) -> Result<(), CoopError> {
         groups.sort_unstable();
         groups.dedup();
-        if groups.is_empty() {
-            return Ok(());
+        let mut mesi: Vec<String> =
+            groups.iter().filter(|g| !tally.months.contains(&g.2)).map(|g| g.2.clone()).collect();
+        mesi.sort_unstable();
+        mesi.dedup();
+        if !mesi.is_empty() {
+            // Every group of these months, once: the store reads a month's rows in one pass.
+            for (g, m) in self.store.month_minutes(tenant.to_string(), mesi.clone()).await? {
+                if tally.group(&g).is_none() {
+                    tally.add_group(g, m);
+                }
+            }
+            tally.months.extend(mesi);
         }
-        let minutes: FastMap<MonthGroup, i64> =
-            self.store.month_minutes(tenant.to_string(), groups.clone()).await?.into_iter().collect();
         for g in groups {
-            let m = minutes.get(&g).copied().unwrap_or(0);
-            tally.add_group(g, m);
+            if tally.group(&g).is_none() {
+                tally.add_group(g, 0);
+            }
         }
         Ok(())
     }

@@ -360,11 +360,12 @@ pub trait Projections: Send + Sync + 'static {
     /// Every progetto, whatever its period, of these beneficiaries (each named by pseudonym or
     /// codice fiscale): one lookup for a chunk of rows.
     fn progetti_of(&self, tenant: String, who: Vec<String>) -> BoxFuture<'_, StoreResult<Vec<ProgettoRow>>>;
-    /// Minutes already accepted per month group, for these groups (a group with none is left out).
+    /// Minutes already accepted per month group, for every group of these months (`YYYY-MM`; a
+    /// group with none is left out).
     fn month_minutes(
         &self,
         tenant: String,
-        groups: Vec<MonthGroup>,
+        mesi: Vec<String>,
     ) -> BoxFuture<'_, StoreResult<Vec<(MonthGroup, i64)>>>;
     /// The deliveries stored under these keys.
     fn coop_deliveries(

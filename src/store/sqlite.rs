@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS coop_deliveries (
     digest             TEXT NOT NULL,
     PRIMARY KEY (tenant, key)
 );
-CREATE INDEX IF NOT EXISTS coop_month ON coop_deliveries (tenant, mese, id_progetto, tipo_servizio);
+CREATE INDEX IF NOT EXISTS coop_month_rows ON coop_deliveries (tenant, mese);
 CREATE TABLE IF NOT EXISTS coop_uploads (
     id         TEXT PRIMARY KEY,
     tenant     TEXT NOT NULL,
@@ -227,7 +227,17 @@ const MIGRATIONS: &[(&str, &str)] = &[
         siuss::MIGRATION_EXPORT_TABLE,
     ),
     ("idempotency keys are unique per tenant and source", MIGRATION_IDEMPOTENCY_SCOPE),
+    ("cooperative deliveries are indexed by month alone", MIGRATION_COOP_MONTH),
 ];
+
+/// Migration 3: the deliveries of a month are found by `(tenant, mese)`. The index by progetto and
+/// service took each row of an upload at a random place (its commits rewrote some 500 of its
+/// pages each); by month alone, an upload's rows go at its end. Month totals are read a month
+/// at a time (`month_minutes`).
+const MIGRATION_COOP_MONTH: &str = "
+DROP INDEX IF EXISTS coop_month;
+CREATE INDEX IF NOT EXISTS coop_month_rows ON coop_deliveries (tenant, mese);
+";
 
 /// Migration 2: the `source` of each idempotency key becomes its scope, tenant and source
 /// (`store::idempotency_scope`), taken from the event that claimed it.
@@ -1311,21 +1321,23 @@ impl Projections for SqliteStore {
     fn month_minutes(
         &self,
         tenant: String,
-        groups: Vec<MonthGroup>,
+        mesi: Vec<String>,
     ) -> BoxFuture<'_, StoreResult<Vec<(MonthGroup, i64)>>> {
         self.read(move |conn| {
-            let groups = serde_json::to_string(&groups).unwrap_or_default();
-            // Each group once, then the `coop_month` index per group (CROSS JOIN keeps that order).
             let mut stmt = conn.prepare_cached(
-                "SELECT d.id_progetto, d.tipo_servizio, d.mese, SUM(d.minuti)
-                 FROM (SELECT DISTINCT value AS g FROM json_each(?2)) CROSS JOIN coop_deliveries AS d
-                 WHERE d.tenant = ?1 AND d.mese = g ->> 2 AND d.id_progetto = g ->> 0
-                   AND d.tipo_servizio = g ->> 1
-                 GROUP BY d.id_progetto, d.tipo_servizio, d.mese",
+                "SELECT id_progetto, tipo_servizio, mese, SUM(minuti) FROM coop_deliveries
+                 WHERE tenant = ?1 AND mese = ?2 GROUP BY id_progetto, tipo_servizio",
             )?;
-            let rows = stmt
-                .query_map(params![tenant, groups], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut out = Vec::new();
+            for mese in &mesi {
+                let rows = stmt.query_map(params![tenant, mese], |r| {
+                    Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
+                })?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -1549,6 +1561,56 @@ mod tests {
             .unwrap();
         assert_eq!(corrected.len(), 2, "{corrected:?}");
         assert!(store.audit_verify().await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn month_totals_come_a_month_at_a_time_also_from_a_store_indexed_by_progetto() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut rows = vec![delivery(1, 60), delivery(2, 30), delivery(3, 45), delivery(4, 15)];
+        let edit = |ev: &mut NewEvent, key: &str, progetto: &str, mese: &str| {
+            if let Some(Projection::CoopDelivery(r)) = ev.projections.last_mut() {
+                (r.key, r.id_progetto, r.mese) = (key.into(), progetto.into(), mese.into());
+            }
+        };
+        edit(&mut rows[0], "k-1", "PRG-1", "2026-03");
+        edit(&mut rows[1], "k-2", "PRG-1", "2026-03");
+        edit(&mut rows[2], "k-3", "PRG-2", "2026-03");
+        edit(&mut rows[3], "k-4", "PRG-1", "2026-04");
+        store.accept(rows, vec![]).await.unwrap();
+        let totals = |store: Arc<SqliteStore>| async move {
+            let mut t = store.month_minutes("F205".into(), vec!["2026-03".into()]).await.unwrap();
+            t.sort();
+            t
+        };
+        let group =
+            |p: &str, m: &str, minutes: i64| ((p.to_string(), "SAD".to_string(), m.to_string()), minutes);
+        let expected = vec![group("PRG-1", "2026-03", 90), group("PRG-2", "2026-03", 45)];
+        assert_eq!(totals(store.clone()).await, expected, "every group of March, none of April");
+        drop(store);
+
+        // As release 2 left it: the index by progetto and service, schema version 2.
+        let conn = Connection::open(dir.path().join("gateway.db")).unwrap();
+        conn.execute_batch(
+            "DROP INDEX coop_month_rows;
+             CREATE INDEX coop_month ON coop_deliveries (tenant, mese, id_progetto, tipo_servizio);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(totals(store.clone()).await, expected);
+        let conn = Connection::open(dir.path().join("gateway.db")).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'coop_deliveries' AND name LIKE 'coop_month%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["coop_month_rows"], "the old index is gone, the new one is there");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, schema_version());
     }
 
     #[tokio::test]

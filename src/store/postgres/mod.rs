@@ -509,9 +509,9 @@ impl Projections for PgStore {
     fn month_minutes(
         &self,
         tenant: String,
-        groups: Vec<MonthGroup>,
+        mesi: Vec<String>,
     ) -> BoxFuture<'_, StoreResult<Vec<(MonthGroup, i64)>>> {
-        Box::pin(async move { read::month_minutes(&self.client().await?, &tenant, &groups).await })
+        Box::pin(async move { read::month_minutes(&self.client().await?, &tenant, &mesi).await })
     }
 
     fn coop_deliveries(

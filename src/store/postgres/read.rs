@@ -278,19 +278,13 @@ pub(super) async fn progetti_of<C: GenericClient>(
 pub(super) async fn month_minutes<C: GenericClient>(
     c: &C,
     tenant: &str,
-    groups: &[MonthGroup],
+    mesi: &[String],
 ) -> StoreResult<Vec<(MonthGroup, i64)>> {
-    let progetti: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
-    let servizi: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
-    let mesi: Vec<&str> = groups.iter().map(|g| g.2.as_str()).collect();
     let rows = query(
         c,
-        "SELECT d.id_progetto, d.tipo_servizio, d.mese, SUM(d.minuti)::bigint
-         FROM (SELECT DISTINCT p, s, m FROM UNNEST($2::text[], $3::text[], $4::text[]) AS x (p, s, m)) g
-         JOIN coop_deliveries d
-           ON d.tenant = $1 AND d.mese = g.m AND d.id_progetto = g.p AND d.tipo_servizio = g.s
-         GROUP BY d.id_progetto, d.tipo_servizio, d.mese",
-        &[&tenant, &progetti, &servizi, &mesi],
+        "SELECT id_progetto, tipo_servizio, mese, SUM(minuti)::bigint FROM coop_deliveries
+         WHERE tenant = $1 AND mese = ANY($2) GROUP BY id_progetto, tipo_servizio, mese",
+        &[&tenant, &mesi],
     )
     .await?;
     rows.iter().map(|r| Ok(((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?), r.try_get(3)?))).collect()
