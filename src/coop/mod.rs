@@ -1418,6 +1418,12 @@ enum Evaluated {
     Submit(Value, Box<CoopDeliveryRow>, Candidate),
 }
 
+/// An event's envelope with its `data` moved in (`json!` would copy the whole of it).
+fn with_data(mut envelope: Value, data: Value) -> Value {
+    envelope["data"] = data;
+    envelope
+}
+
 /// The `idPrestazione` of a new delivery: `<cooperativa>/<record id>` when the cooperative gives
 /// its record id and the two make an interchange `identificativo` (letters, digits and `_.:/-`,
 /// starting with a letter or digit, at most 64 characters); otherwise `COOP-` and the first 16
@@ -1427,12 +1433,6 @@ enum Evaluated {
 /// record. It also keeps the SIUSS export's `idPrestazione` index in insertion order when the
 /// cooperative numbers its records in sequence, as software does: a hash lands anywhere in it, and
 /// on a 100,000-row upload that rewrote most of the index's pages at every commit.
-/// An event's envelope with its `data` moved in (`json!` would copy the whole of it).
-fn with_data(mut envelope: Value, data: Value) -> Value {
-    envelope["data"] = data;
-    envelope
-}
-
 fn id_prestazione(d: &Delivery, short: &str) -> String {
     if let Some(record) = &d.id_record {
         let id = format!("{}/{record}", d.cooperativa);
