@@ -81,6 +81,22 @@ impl App {
         Err(Problem::forbidden(detail))
     }
 
+    /// As [`App::require_tenant`], for something the caller named by id: another tenant's answers
+    /// `unknown` (a 404, like an id that does not exist), the refusal audited, so that trying ids
+    /// tells no one what other tenants have or who they are.
+    pub(crate) async fn require_tenant_or_unknown(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        event_id: &str,
+        unknown: Problem,
+    ) -> Result<(), Problem> {
+        match self.require_tenant(caller, tenant, Some(event_id)).await {
+            Err(p) if p.status == StatusCode::FORBIDDEN.as_u16() => Err(unknown),
+            other => other,
+        }
+    }
+
     /// Refuses a caller not bound to `tenant`, and records the refusal.
     pub(crate) async fn require_tenant(
         &self,
@@ -284,12 +300,7 @@ async fn get_event(
     let Some(view) = app.store.event(id.clone()).await? else {
         return Err(not_found());
     };
-    // Another tenant's event answers like an unknown one (the refusal is audited): an id tells
-    // no one that the event exists, nor whose it is.
-    match app.require_tenant(&caller, &view.tenant, Some(&id)).await {
-        Err(p) if p.status == StatusCode::FORBIDDEN.as_u16() => return Err(not_found()),
-        other => other?,
-    }
+    app.require_tenant_or_unknown(&caller, &view.tenant, &id, not_found()).await?;
     app.store
         .audit(vec![Entry::new(Action::Read, caller.name.as_str())
             .tenant(&view.tenant)
@@ -354,12 +365,8 @@ async fn replay_one(
     let Some(dl) = found.first() else {
         return Err(not_found());
     };
-    // Dead-letter ids are sequential: another tenant's answers like an unknown one (the refusal is
-    // audited), so that trying ids tells no one what other tenants have or who they are.
-    match app.require_tenant(&caller, &dl.tenant, Some(&dl.event_id)).await {
-        Err(p) if p.status == StatusCode::FORBIDDEN.as_u16() => return Err(not_found()),
-        other => other?,
-    }
+    // Dead-letter ids are sequential: another tenant's answers like an unknown one.
+    app.require_tenant_or_unknown(&caller, &dl.tenant, &dl.event_id, not_found()).await?;
     let dead_letters = app.store.replay(filter, caller.name.clone()).await?;
     hand_off_replayed(&app, &dead_letters).await;
     Ok(Json(Replayed { replayed: dead_letters.len(), dead_letters }))
