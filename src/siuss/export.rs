@@ -35,7 +35,7 @@ use serde_json::Value;
 use time::Date;
 
 use super::outbound::{single_delivery, Ente};
-use crate::store::siuss::{ExportCursor, ExportPage, ExportPersona, ExportRow, SiussStore};
+use crate::store::siuss::{ExportPage, ExportPersona, ExportRow, SiussStore};
 
 /// Rows per store page.
 pub const PAGE: usize = 1_000;
@@ -358,17 +358,6 @@ impl<W: Write> Run<W> {
 
 type Shared = Arc<(Export, String, String)>;
 
-/// Reads the page after `after`, off the writing task.
-fn read(
-    store: Arc<dyn SiussStore>,
-    shared: Shared,
-    after: Option<ExportCursor>,
-) -> tokio::task::JoinHandle<anyhow::Result<ExportPage>> {
-    tokio::spawn(async move {
-        store.export_page(shared.0.ente.tenant.clone(), after, PAGE).await.context("reading the store")
-    })
-}
-
 /// Prepares a page on a blocking thread.
 fn prepare_on_the_side(
     shared: Shared,
@@ -414,29 +403,23 @@ pub async fn export<W: Write>(
         },
     };
 
-    // Three stages overlap: page n+1 is read from the store (chained by the keyset cursor) while
-    // page n is prepared on a blocking thread and page n-1 is written here.
-    let mut reading = read(store.clone(), shared.clone(), None);
+    // Three stages overlap: page n+1 is read by the store while page n is prepared on a blocking
+    // thread and page n-1 is written here.
+    let mut pages = store.export_pages(spec.ente.tenant.clone(), PAGE);
     let mut preparing: Option<tokio::task::JoinHandle<anyhow::Result<Vec<Prepared>>>> = None;
     loop {
-        let page = (&mut reading).await.context("reading the store")??;
-        let cursor = page.cursor();
-        let done = cursor.is_none();
-        if !done {
-            reading = read(store.clone(), shared.clone(), cursor);
-        }
-        let previous = if done {
-            preparing.take()
-        } else {
-            preparing.replace(prepare_on_the_side(shared.clone(), page))
+        let next = match pages.recv().await {
+            Some(page) => Some(prepare_on_the_side(shared.clone(), page.context("reading the store")?)),
+            None => None,
         };
+        let previous = std::mem::replace(&mut preparing, next);
         if let Some(previous) = previous {
             for p in previous.await.context("preparing a page")?? {
                 run.take(p).context("writing the file")?;
             }
             progress(run.summary.read);
         }
-        if done {
+        if preparing.is_none() {
             break;
         }
     }

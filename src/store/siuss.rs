@@ -439,12 +439,6 @@ pub struct ExportKey {
     pub pseudonimo: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportCursor {
-    pub pseudonimo: String,
-    pub id_prestazione: String,
-}
-
 /// One prestazione of an ente's tenant for the web-upload export: the latest event of its
 /// `idPrestazione` (later events with the same `idPrestazione` supersede earlier ones, whatever
 /// their beneficiary).
@@ -465,22 +459,15 @@ pub struct ExportPersona {
     pub valutazione: Option<(ValutazioneRow, Value)>,
 }
 
+/// The export's pages as they are read ([`SiussStore::export_pages`]).
+pub type ExportPages = tokio::sync::mpsc::Receiver<StoreResult<ExportPage>>;
+
 /// One page of the export, in beneficiary order.
 #[derive(Debug, Clone, Default)]
 pub struct ExportPage {
     pub rows: Vec<ExportRow>,
     /// The beneficiaries of `rows`, by pseudonym, in the order they first appear.
     pub persone: Vec<(String, ExportPersona)>,
-}
-
-impl ExportPage {
-    /// Where the next page starts; `None` for an empty page.
-    pub fn cursor(&self) -> Option<ExportCursor> {
-        self.rows.last().map(|r| ExportCursor {
-            pseudonimo: r.pseudonimo.clone(),
-            id_prestazione: r.id_prestazione.clone(),
-        })
-    }
 }
 
 /// Storage of the SIUSS adapter.
@@ -508,16 +495,12 @@ pub trait SiussStore: Send + Sync + 'static {
         after: Option<String>,
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
-    /// The `prestazione.erogata` events of a tenant for the web-upload export, one page of at most
-    /// `limit` rows after `after`: only the latest event of each `idPrestazione`, ordered by
-    /// beneficiary pseudonym then `idPrestazione` (an index keeps that order; nothing is sorted in
-    /// memory), with each beneficiary's persona and SINA valutazione.
-    fn export_page(
-        &self,
-        tenant: String,
-        after: Option<ExportCursor>,
-        limit: usize,
-    ) -> BoxFuture<'_, StoreResult<ExportPage>>;
+    /// The `prestazione.erogata` events of a tenant for the web-upload export, in pages of at most
+    /// `limit` rows: only the latest event of each `idPrestazione`, ordered by beneficiary
+    /// pseudonym then `idPrestazione` (bytewise), each page with its beneficiaries' personas and
+    /// SINA valutazioni. Read on the side, one page ahead of the caller; the channel closes after
+    /// the last page, or after the error that ended the reading.
+    fn export_pages(&self, tenant: String, limit: usize) -> ExportPages;
     /// How many prestazioni (the latest event of each `idPrestazione`) the export of a tenant reads:
     /// its progress total.
     fn export_count(&self, tenant: String) -> BoxFuture<'_, StoreResult<u64>>;

@@ -154,6 +154,8 @@ pub struct SqliteStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: std::sync::atomic::AtomicUsize,
     notify: Arc<Notify>,
+    /// The database file, for reads that take a connection of their own (the SIUSS export).
+    path: std::path::PathBuf,
 }
 
 /// Page cache of the writer connection, KiB.
@@ -228,6 +230,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("idempotency keys are unique per tenant and source", MIGRATION_IDEMPOTENCY_SCOPE),
     ("cooperative deliveries are indexed by month alone", MIGRATION_COOP_MONTH),
+    ("the SIUSS export sorts its rows when it reads them", siuss::MIGRATION_EXPORT_UNORDERED),
 ];
 
 /// Migration 3: the deliveries of a month are found by `(tenant, mese)`. The index by progetto and
@@ -353,7 +356,14 @@ impl SqliteStore {
             .name("store-writer".into())
             .spawn(move || writer.run(rx, wake))
             .map_err(|e| StoreError(e.to_string()))?;
-        Ok(Arc::new(Self { _lock: Some(lock), writer: tx, readers, next_reader: Default::default(), notify }))
+        Ok(Arc::new(Self {
+            _lock: Some(lock),
+            writer: tx,
+            readers,
+            next_reader: Default::default(),
+            notify,
+            path,
+        }))
     }
 
     fn submit<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Op) -> BoxFuture<'_, StoreResult<T>> {

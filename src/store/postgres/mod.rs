@@ -271,6 +271,11 @@ const WRITE_QUEUE: usize = 4096;
 /// Writes committed together at most.
 const GROUP_MAX: usize = 256;
 
+/// A connection of `pool`, to the database at `target` (named in the error).
+async fn pooled(pool: &Pool, target: &str) -> StoreResult<deadpool_postgres::Object> {
+    pool.get().await.map_err(|e| StoreError(format!("PostgreSQL at {target}: {}", pool_message(&e))))
+}
+
 impl PgStore {
     /// Connects a pool of `pool_size` to `url`, applies pending migrations and starts listening
     /// for work committed by other instances.
@@ -306,10 +311,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError(format!("PostgreSQL at {}: {}", self.target, pool_message(&e))))
+        pooled(&self.pool, &self.target).await
     }
 
     /// Wakes this instance's workers (other instances hear the NOTIFY sent at commit).

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 
 use super::write::Chain;
-use super::{execute, query, query_opt, PgStore};
+use super::{execute, pooled, query, query_opt, PgStore};
 use crate::store::siuss::*;
 use crate::store::{now_ms, StoreError, StoreResult};
 use csi_gateway_sdk::BoxFuture;
@@ -380,17 +380,16 @@ const VALUTAZIONI: &str = "SELECT v.tenant, v.pseudonimo, v.data_valutazione, v.
 async fn export_page<C: GenericClient>(
     c: &C,
     tenant: &str,
-    after: Option<ExportCursor>,
+    after: &(String, String),
     limit: usize,
 ) -> StoreResult<ExportPage> {
-    let after = after.unwrap_or_default();
     let rows = query(
         c,
         "SELECT x.event_id, e.body, x.pseudonimo, x.id_prestazione
          FROM prestazioni_export x JOIN events e ON e.id = x.event_id
          WHERE x.tenant = $1 AND (x.pseudonimo, x.id_prestazione) > ($2, $3)
          ORDER BY x.pseudonimo, x.id_prestazione LIMIT $4",
-        &[&tenant, &after.pseudonimo, &after.id_prestazione, &(limit as i64)],
+        &[&tenant, &after.0, &after.1, &(limit as i64)],
     )
     .await?;
     let rows: Vec<ExportRow> = rows
@@ -522,13 +521,29 @@ impl SiussStore for PgStore {
         })
     }
 
-    fn export_page(
-        &self,
-        tenant: String,
-        after: Option<ExportCursor>,
-        limit: usize,
-    ) -> BoxFuture<'_, StoreResult<ExportPage>> {
-        Box::pin(async move { export_page(&self.client().await?, &tenant, after, limit).await })
+    /// Pages by keyset over `prestazioni_export_order`, each page its own query on one connection.
+    fn export_pages(&self, tenant: String, limit: usize) -> ExportPages {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (pool, target) = (self.pool.clone(), self.target.clone());
+        tokio::spawn(async move {
+            let read = async {
+                let c = pooled(&pool, &target).await?;
+                // Where the next page starts: after the last (pseudonimo, idPrestazione) sent.
+                let mut after = (String::new(), String::new());
+                loop {
+                    let page = export_page(&c, &tenant, &after, limit).await?;
+                    let Some(last) = page.rows.last() else { return Ok(()) };
+                    after = (last.pseudonimo.clone(), last.id_prestazione.clone());
+                    if tx.send(Ok(page)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(e) = read.await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
     }
 
     fn export_count(&self, tenant: String) -> BoxFuture<'_, StoreResult<u64>> {

@@ -21,6 +21,10 @@ macro_rules! prestazione_type {
     };
 }
 
+/// Migration 4 of the embedded store: the index that kept the export's order (beneficiary, then
+/// `idPrestazione`) goes; the export sorts its rows when it reads them ([`EXPORT_ORDER`]).
+pub(super) const MIGRATION_EXPORT_UNORDERED: &str = "DROP INDEX IF EXISTS prestazioni_export_order;";
+
 /// Migration 1 of the embedded store (see `MIGRATIONS` in `sqlite.rs`): the export reads
 /// `prestazioni_export`, kept by the writer from each event's [`ExportKey`], instead of two
 /// partial indexes on the events' JSON body (which made SQLite parse every prestazione's body at
@@ -100,7 +104,6 @@ CREATE TABLE IF NOT EXISTS prestazioni_export (
     event_id       TEXT NOT NULL,
     PRIMARY KEY (tenant, id_prestazione)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS prestazioni_export_order ON prestazioni_export (tenant, pseudonimo, id_prestazione);
 CREATE TABLE IF NOT EXISTS siuss_prestazioni (
     ente           TEXT NOT NULL,
     id_prestazione TEXT NOT NULL,
@@ -488,33 +491,51 @@ fn valutazione_of(
         .optional()?)
 }
 
-/// The export's page: the latest event of each `idPrestazione`, by pseudonym then
-/// `idPrestazione`, after the cursor, in the order of `prestazioni_export_order` (the row-value
-/// condition seeks that index to the cursor).
-const EXPORT_PAGE: &str = "SELECT x.event_id, e.body, x.pseudonimo, x.id_prestazione
-    FROM prestazioni_export x JOIN events e ON e.id = x.event_id
-    WHERE x.tenant = ?1 AND (x.pseudonimo, x.id_prestazione) > (?2, ?3)
-    ORDER BY x.pseudonimo, x.id_prestazione LIMIT ?4";
+/// The export's order: the latest event of each `idPrestazione`, by pseudonym then
+/// `idPrestazione`, sorted when the export reads it. No index keeps this order: an upload's
+/// prestazioni name beneficiaries all over it, and such an index took each row at a random place
+/// (some 500 pages rewritten a commit of 1,000 rows, the largest part of an upload's writes).
+const EXPORT_ORDER: &str = "SELECT x.pseudonimo, x.id_prestazione, x.event_id
+    FROM prestazioni_export x WHERE x.tenant = ?1 ORDER BY x.pseudonimo, x.id_prestazione";
 
-fn export_page(
+/// Reads the whole export of `tenant` in one read transaction (one snapshot), sorted once, and
+/// hands it to `send` in pages of at most `limit` rows; stops early when `send` says the reader
+/// has gone.
+fn export_all(
     conn: &Connection,
     tenant: &str,
-    after: Option<ExportCursor>,
     limit: usize,
-) -> StoreResult<ExportPage> {
-    let after = after.unwrap_or_default();
-    let mut stmt = conn.prepare_cached(EXPORT_PAGE)?;
-    let rows =
-        stmt.query_map(params![tenant, after.pseudonimo, after.id_prestazione, limit as i64], |r| {
-            let body: Vec<u8> = r.get(1)?;
-            Ok(ExportRow {
-                event_id: r.get(0)?,
-                pseudonimo: r.get(2)?,
-                id_prestazione: r.get(3)?,
-                data: data_of(&body),
-            })
-        })?;
-    let rows: Vec<ExportRow> = rows.collect::<Result<_, _>>()?;
+    mut send: impl FnMut(ExportPage) -> bool,
+) -> StoreResult<()> {
+    let _snapshot = conn.unchecked_transaction()?;
+    let mut order = conn.prepare(EXPORT_ORDER)?;
+    let mut body_of = conn.prepare("SELECT body FROM events WHERE id = ?1")?;
+    let mut keys = order.query([tenant])?;
+    let mut rows = Vec::with_capacity(limit);
+    while let Some(key) = keys.next()? {
+        let event_id: String = key.get(2)?;
+        // Always there (the writer keeps both in one commit); skipped like the join it replaces.
+        let Some(body) = body_of.query_row([&event_id], |r| r.get::<_, Vec<u8>>(0)).optional()? else {
+            continue;
+        };
+        rows.push(ExportRow {
+            pseudonimo: key.get(0)?,
+            id_prestazione: key.get(1)?,
+            event_id,
+            data: data_of(&body),
+        });
+        if rows.len() >= limit && !send(with_persone(conn, tenant, std::mem::take(&mut rows))?) {
+            return Ok(());
+        }
+    }
+    if !rows.is_empty() {
+        send(with_persone(conn, tenant, rows)?);
+    }
+    Ok(())
+}
+
+/// A page of rows in pseudonym order, with their beneficiaries' personas and valutazioni.
+fn with_persone(conn: &Connection, tenant: &str, rows: Vec<ExportRow>) -> StoreResult<ExportPage> {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(ExportPage::default()) };
     // The rows are in pseudonym order: the page's personas and valutazioni are read with one range
     // query each (same BINARY order as Rust's byte order of strings) and merged.
@@ -582,6 +603,7 @@ impl SqliteStore {
             readers,
             next_reader: Default::default(),
             notify: Arc::new(Notify::new()),
+            path,
         }))
     }
 
@@ -658,13 +680,20 @@ impl SiussStore for SqliteStore {
         })
     }
 
-    fn export_page(
-        &self,
-        tenant: String,
-        after: Option<ExportCursor>,
-        limit: usize,
-    ) -> BoxFuture<'_, StoreResult<ExportPage>> {
-        self.read(move |conn| export_page(conn, &tenant, after, limit))
+    /// On a connection of its own (the readers stay free for everything else) and a blocking
+    /// thread, in one read transaction: the export is one snapshot of the store.
+    fn export_pages(&self, tenant: String, limit: usize) -> ExportPages {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = super::open(&path).and_then(|conn| {
+                export_all(&conn, &tenant, limit, |page| tx.blocking_send(Ok(page)).is_ok())
+            });
+            if let Err(e) = read {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
     }
 
     fn export_count(&self, tenant: String) -> BoxFuture<'_, StoreResult<u64>> {
@@ -802,9 +831,24 @@ mod tests {
         }
     }
 
+    /// The export's rows, page by page.
+    async fn pages(store: &SqliteStore, limit: usize) -> Vec<Vec<(String, String, String)>> {
+        let mut pages = store.export_pages("F205".into(), limit);
+        let mut out = Vec::new();
+        while let Some(page) = pages.recv().await {
+            out.push(
+                page.unwrap()
+                    .rows
+                    .into_iter()
+                    .map(|r| (r.pseudonimo, r.id_prestazione, r.event_id))
+                    .collect(),
+            );
+        }
+        out
+    }
+
     async fn exported(store: &SqliteStore) -> Vec<(String, String, String)> {
-        let page = store.export_page("F205".into(), None, 100).await.unwrap();
-        page.rows.into_iter().map(|r| (r.pseudonimo, r.id_prestazione, r.event_id)).collect()
+        pages(store, 100).await.concat()
     }
 
     #[tokio::test]
@@ -827,9 +871,12 @@ mod tests {
             vec![row("ben-a", "P-2", "ev-2"), row("ben-a", "P-3", "ev-5"), row("ben-b", "P-1", "ev-3")];
         assert_eq!(exported(&store).await, expected);
         assert_eq!(store.export_count("F205".into()).await.unwrap(), 3);
-        let after = ExportCursor { pseudonimo: "ben-a".into(), id_prestazione: "P-2".into() };
-        let page = store.export_page("F205".into(), Some(after), 1).await.unwrap();
-        assert_eq!(page.rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>(), ["ev-5"]);
+        let one_by_one = pages(&store, 1).await;
+        assert_eq!(
+            one_by_one,
+            expected.iter().map(|r| vec![r.clone()]).collect::<Vec<_>>(),
+            "pages of one row"
+        );
         drop(store);
 
         // The same events as an earlier release left them: no export table, the export read
@@ -865,6 +912,46 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(dir.path()).err().expect("a newer store is refused");
         assert!(err.to_string().contains("newer release"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_store_of_an_earlier_release_loses_the_export_order_index_and_exports_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let events = vec![
+            prestazione("ev-1", "ben-c", "P-1"),
+            prestazione("ev-2", "ben-a", "P-9"),
+            prestazione("ev-3", "ben-b", "P-2"),
+            prestazione("ev-4", "ben-a", "P-3"),
+        ];
+        store.accept(events, vec![]).await.unwrap();
+        let expected = exported(&store).await;
+        drop(store);
+        // As release 3 left it: the index that kept the export's order, schema version 3.
+        let path = dir.path().join("gateway.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE INDEX prestazioni_export_order ON prestazioni_export (tenant, pseudonimo, id_prestazione);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(exported(&store).await, expected);
+        let ids: Vec<&str> = expected.iter().map(|(_, _, id)| id.as_str()).collect();
+        assert_eq!(ids, ["ev-4", "ev-2", "ev-3", "ev-1"], "by beneficiary, then idPrestazione");
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'prestazioni_export_order'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the index is gone");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, crate::store::sqlite::schema_version());
     }
 
     #[tokio::test]
