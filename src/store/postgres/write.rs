@@ -62,16 +62,18 @@ impl Chain {
         let detail: Vec<Option<&str>> = r.iter().map(|r| r.detail.as_deref()).collect();
         let prev: Vec<&str> = r.iter().map(|r| r.prev_hash.as_str()).collect();
         let hash: Vec<&str> = r.iter().map(|r| r.hash.as_str()).collect();
-        execute(
-            tx,
-            "INSERT INTO audit (seq, ts, action, actor, tenant, event_id, destination, digest, detail, prev_hash, hash)
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
-            &[&seq, &ts, &action, &actor, &tenant, &event_id, &destination, &digest, &detail, &prev, &hash],
+        // Pipelined: sent together, answered in order.
+        futures_util::future::try_join(
+            execute(
+                tx,
+                "INSERT INTO audit (seq, ts, action, actor, tenant, event_id, destination, digest, detail, prev_hash, hash)
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+                &[&seq, &ts, &action, &actor, &tenant, &event_id, &destination, &digest, &detail, &prev, &hash],
+            ),
+            execute(tx, "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1", &[&self.seq, &self.hash]),
         )
         .await?;
-        execute(tx, "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1", &[&self.seq, &self.hash])
-            .await?;
         Ok(())
     }
 }
@@ -125,7 +127,6 @@ pub(super) async fn group(
             _ => Vec::new(),
         })
         .collect();
-    store_completions(&tx, &completions, now).await?;
     let mut answers = Vec::with_capacity(writes.len());
     let mut wake = false;
     for w in writes {
@@ -159,10 +160,17 @@ pub(super) async fn group(
             }
         });
     }
-    chain.flush(&tx).await?;
-    if wake {
-        tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
-    }
+    // The statements whose results nothing waits for go out together, pipelined on the
+    // connection: one round trip to the server instead of one each. The first to fail aborts the
+    // transaction (the others then fail too) and is the error returned.
+    let notify = async {
+        if wake {
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
+        }
+        Ok(())
+    };
+    futures_util::future::try_join3(store_completions(&tx, &completions, now), chain.flush(&tx), notify)
+        .await?;
     tx.commit().await?;
     Ok((answers, wake))
 }
@@ -552,23 +560,25 @@ async fn store_completions(tx: &Transaction<'_>, done: &[&Completion], now: i64)
     let labels: Vec<&str> = states.iter().map(|s| s.3).collect();
     let details: Vec<&str> = states.iter().map(|s| s.4).collect();
     let started: Vec<i64> = done.iter().map(|c| c.started_at).collect();
-    execute(
-        tx,
-        "UPDATE deliveries d SET status = u.status, attempts = u.attempts, next_attempt_at = u.next,
-                lease_until = NULL, last_error = COALESCE(u.error, d.last_error), updated_at = $6
-         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
-              AS u (id, status, attempts, next, error)
-         WHERE d.id = u.id AND d.status NOT IN ('delivered', 'dead')",
-        &[&ids, &status, &attempts, &next, &errors, &now],
-    )
-    .await?;
-    execute(
-        tx,
-        "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, detail)
-         SELECT id, attempt, started, $4, outcome, detail
-         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $5::text[], $6::text[])
-              AS a (id, attempt, started, outcome, detail)",
-        &[&ids, &attempts, &started, &now, &labels, &details],
+    // Pipelined: sent together, answered in order.
+    futures_util::future::try_join(
+        execute(
+            tx,
+            "UPDATE deliveries d SET status = u.status, attempts = u.attempts, next_attempt_at = u.next,
+                    lease_until = NULL, last_error = COALESCE(u.error, d.last_error), updated_at = $6
+             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
+                  AS u (id, status, attempts, next, error)
+             WHERE d.id = u.id AND d.status NOT IN ('delivered', 'dead')",
+            &[&ids, &status, &attempts, &next, &errors, &now],
+        ),
+        execute(
+            tx,
+            "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, detail)
+             SELECT id, attempt, started, $4, outcome, detail
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $5::text[], $6::text[])
+                  AS a (id, attempt, started, outcome, detail)",
+            &[&ids, &attempts, &started, &now, &labels, &details],
+        ),
     )
     .await?;
     Ok(())
