@@ -1,8 +1,9 @@
 //! One consumer per destination on its quorum queue.
 //!
 //! Each message is one attempt through the destination's outbound adapter, at most `concurrency`
-//! at once, with `prefetch` messages held (default twice the concurrency). The outcome is written
-//! to the store first (timeline, audit), then the message is settled on the broker:
+//! at once, with `prefetch` messages held (default twice the concurrency): while some are recorded
+//! and settled, others are already being attempted. The outcome is written to the store first
+//! (timeline, audit), then the message is settled on the broker:
 //! - delivered → ack;
 //! - transient failure → republished to the retry tier of its delay (confirmed), then ack;
 //! - permanent failure or retries exhausted → republished to the parking queue with its last
@@ -116,14 +117,14 @@ async fn consume(ctx: &Arc<Ctx>, prefetch: u16) -> Result<(), BrokerError> {
             return Err(BrokerError::Amqp("the channel's acknowledgements could not be sent".into()));
         }
         acks.received(delivery.delivery_tag);
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
-        let (ctx, ch, acks) = (ctx.clone(), ch.clone(), acks.clone());
+        // One task a message: the broker gives at most `prefetch` unacknowledged ones, so at most
+        // that many tasks; `slots` bounds the attempts among them.
+        let (ctx, ch, acks, slots) = (ctx.clone(), ch.clone(), acks.clone(), slots.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(&ctx, &ch, &acks, delivery).await {
+            if let Err(e) = handle(&ctx, &ch, &acks, &slots, delivery).await {
                 // The channel broke: the broker redelivers what was not acknowledged.
                 tracing::warn!(destination = %ctx.dest.config.name, error = %e, "message left to the broker for redelivery");
             }
-            drop(permit);
         });
     }
     Ok(())
@@ -233,7 +234,13 @@ impl Drop for AbortOnDrop {
 }
 
 /// One message: attempt, record, settle.
-async fn handle(ctx: &Ctx, ch: &Channel, acks: &Acks, delivery: Delivery) -> Result<(), BrokerError> {
+async fn handle(
+    ctx: &Ctx,
+    ch: &Channel,
+    acks: &Acks,
+    slots: &Semaphore,
+    delivery: Delivery,
+) -> Result<(), BrokerError> {
     let topology = ctx.broker.topology();
     let task = match message::task_of(&delivery) {
         Ok(t) => t,
@@ -271,6 +278,11 @@ async fn handle(ctx: &Ctx, ch: &Channel, acks: &Acks, delivery: Delivery) -> Res
         tracing::error!(destination = %ctx.dest.config.name, event_id = %task.event_id, %error, "dead letter");
         Completion { task, started_at: now_ms(), outcome: Outcome::Dead { error } }
     } else {
+        // A slot is the receiver's: held for the attempt only, not while the outcome is recorded
+        // and the message settled (a commit behind a large batch of accepted events would
+        // otherwise keep the receiver waiting for work).
+        // (Never closed: `ok()` only spares an unreachable error path.)
+        let _slot = slots.acquire().await.ok();
         deliver::attempt(&ctx.dest, task, &ctx.metrics).await
     };
     deliver::record(&*ctx.queue, completion.clone()).await;
