@@ -95,6 +95,23 @@ async fn events_travel_through_the_broker_and_the_topology_is_declared() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_never_gets_more_requests_at_once_than_its_concurrency() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    let rx = Receiver::start(Mode::Slow(40)).await;
+    // Prefetch 6 (twice the concurrency): six messages are held, three attempted at once, while
+    // the others' outcomes are recorded and settled.
+    let gw = gateway(&rx, "concurrency = 3", &db.url, &rabbit, &amqp_url()).await;
+    let batch: Vec<Value> = (0..30).map(|n| prestazione(n, "F205")).collect();
+    let (sent, refusals) = send_until_accepted(&gw, &batch).await;
+    assert_eq!((sent.len(), refusals), (30, 0));
+    rx.wait_distinct(30, WAIT).await;
+    let most = rx.max_in_flight();
+    assert!(most <= 3, "{most} requests at once to a destination of concurrency 3");
+    assert!(most >= 2, "the attempts run side by side (at most {most} at once)");
+    audit_verifies(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_for_a_while_gets_everything_through_the_retry_tiers() {
     let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
     let rx = Receiver::start(Mode::Unavailable).await;

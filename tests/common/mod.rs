@@ -450,6 +450,26 @@ pub struct ReceiverState {
     /// webhook-id → number of 2xx deliveries of it.
     pub delivered: Mutex<HashMap<String, usize>>,
     pub bodies: Mutex<Vec<Value>>,
+    /// Signed requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight<'a>(&'a ReceiverState);
+
+impl<'a> InFlight<'a> {
+    fn enter(s: &'a ReceiverState) -> Self {
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Receiver {
@@ -460,6 +480,8 @@ impl Receiver {
             bad_signatures: AtomicUsize::new(0),
             delivered: Mutex::new(HashMap::new()),
             bodies: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let app =
             axum::Router::new().route("/events", axum::routing::post(receive)).with_state(inner.clone());
@@ -491,6 +513,11 @@ impl Receiver {
         self.inner.calls.load(Ordering::SeqCst)
     }
 
+    /// The most signed requests it was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Waits until `n` distinct events were delivered; fails when none more arrives for `within`
     /// (a stalled delivery, whatever the speed of the machine).
     pub async fn wait_distinct(&self, n: usize, within: Duration) {
@@ -520,6 +547,7 @@ async fn receive(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, body: 
         s.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return StatusCode::UNAUTHORIZED;
     }
+    let _in_flight = InFlight::enter(&s);
     match mode {
         Mode::Reject => return StatusCode::BAD_REQUEST,
         Mode::Unavailable => return StatusCode::SERVICE_UNAVAILABLE,
