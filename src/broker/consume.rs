@@ -1,7 +1,7 @@
 //! One consumer per destination on its quorum queue.
 //!
 //! Each message is one attempt through the destination's outbound adapter, at most `concurrency`
-//! at once, with `prefetch` messages held (default twice the concurrency): while some are recorded
+//! at once, with `prefetch` messages held (default four times the concurrency): while some are recorded
 //! and settled, others are already being attempted. The outcome is written to the store first
 //! (timeline, audit), then the message is settled on the broker:
 //! - delivered → ack;
@@ -51,7 +51,7 @@ pub fn spawn_consumers(
         let ctx =
             Arc::new(Ctx { broker: broker.clone(), queue: queue.clone(), dest: d, metrics: metrics.clone() });
         let prefetch = if prefetch == 0 {
-            (ctx.dest.config.concurrency * 2).min(u16::MAX as usize) as u16
+            (ctx.dest.config.concurrency * 4).min(u16::MAX as usize) as u16
         } else {
             prefetch
         };
