@@ -149,8 +149,8 @@ pub struct QueueConfig {
     /// Topic exchange the events are published to, keyed by event type.
     #[serde(default = "default_exchange")]
     pub exchange: String,
-    /// Unacknowledged messages a consumer holds; 0 = eight times the destination's concurrency, at
-    /// most 4,096 (while `concurrency` are attempted, the others are recorded and settled).
+    /// Unacknowledged messages a consumer holds; 0 = four times the destination's concurrency
+    /// (while `concurrency` are attempted, the others are recorded and settled).
     #[serde(default)]
     pub prefetch: u16,
     /// `x-delivery-limit` of the destination queues: a message redelivered this many times

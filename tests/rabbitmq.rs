@@ -98,8 +98,8 @@ async fn events_travel_through_the_broker_and_the_topology_is_declared() {
 async fn a_destination_never_gets_more_requests_at_once_than_its_concurrency() {
     let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
     let rx = Receiver::start(Mode::Slow(40)).await;
-    // Prefetch 24 (eight times the concurrency): up to 24 messages are held, three attempted at
-    // once, while the others' outcomes are recorded and settled.
+    // Prefetch 12 (four times the concurrency): twelve messages are held, three attempted at once, while
+    // the others' outcomes are recorded and settled.
     let gw = gateway(&rx, "concurrency = 3", &db.url, &rabbit, &amqp_url()).await;
     let batch: Vec<Value> = (0..30).map(|n| prestazione(n, "F205")).collect();
     let (sent, refusals) = send_until_accepted(&gw, &batch).await;

@@ -1,7 +1,7 @@
 //! One consumer per destination on its quorum queue.
 //!
 //! Each message is one attempt through the destination's outbound adapter, at most `concurrency`
-//! at once, with `prefetch` messages held (default eight times the concurrency): while some are recorded
+//! at once, with `prefetch` messages held (default four times the concurrency): while some are recorded
 //! and settled, others are already being attempted. The outcome is written to the store first
 //! (timeline, audit), then the message is settled on the broker:
 //! - delivered → ack;
@@ -50,20 +50,17 @@ pub fn spawn_consumers(
         let guard = deliver::RunningGuard::new(health.clone());
         let ctx =
             Arc::new(Ctx { broker: broker.clone(), queue: queue.clone(), dest: d, metrics: metrics.clone() });
-        let prefetch = if prefetch == 0 { default_prefetch(ctx.dest.config.concurrency) } else { prefetch };
+        let prefetch = if prefetch == 0 {
+            (ctx.dest.config.concurrency * 4).min(u16::MAX as usize) as u16
+        } else {
+            prefetch
+        };
         tokio::spawn(async move {
             let _guard = guard;
             supervise(ctx, prefetch).await;
         });
     }
     health
-}
-
-/// Messages held per consumer unless `queue.prefetch` says otherwise: eight times the
-/// concurrency, so that outcomes are recorded (in large group commits) and settled while
-/// `concurrency` messages are attempted; at most 4,096 (at least the concurrency).
-pub fn default_prefetch(concurrency: usize) -> u16 {
-    (concurrency * 8).min(4096).max(concurrency).min(u16::MAX as usize) as u16
 }
 
 struct Ctx {
@@ -356,15 +353,6 @@ mod tests {
         h.insert(message::NOT_BEFORE.into(), AMQPValue::LongLongInt(ms));
         d.properties = lapin::BasicProperties::default().with_headers(h);
         d
-    }
-
-    #[test]
-    fn the_default_prefetch_is_eight_times_the_concurrency_within_bounds() {
-        assert_eq!(default_prefetch(1), 8);
-        assert_eq!(default_prefetch(64), 512);
-        assert_eq!(default_prefetch(1000), 4096, "at most 4,096");
-        assert_eq!(default_prefetch(10_000), 10_000, "never fewer than the attempts it feeds");
-        assert_eq!(default_prefetch(100_000), u16::MAX, "AMQP's prefetch is 16 bits");
     }
 
     #[test]
