@@ -350,10 +350,7 @@ async fn group_commit(
         let mut committed = Vec::new();
         let kept = handoffs.enabled().then_some(&mut committed);
         let result = async {
-            let mut client = pool
-                .get()
-                .await
-                .map_err(|e| StoreError(format!("PostgreSQL at {target}: {}", pool_message(&e))))?;
+            let mut client = pooled(&pool, &target).await?;
             write::group(&mut client, &ops, kept).await
         }
         .await;
