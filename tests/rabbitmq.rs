@@ -143,6 +143,34 @@ async fn a_receiver_down_for_a_while_gets_everything_through_the_retry_tiers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_published_together_are_each_settled_and_only_the_failed_ones_retried() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    // Every other call fails: half of each message's deliveries go to a retry tier, alone.
+    let rx = Receiver::start(Mode::FlakyHalf).await;
+    let gw = gateway(&rx, "concurrency = 8\nmax_attempts = 50", &db.url, &rabbit, &amqp_url()).await;
+    // One request: the relay publishes its 40 deliveries in two messages (32 and 8).
+    let batch: Vec<Value> = (0..40).map(|n| prestazione(n, "F205")).collect();
+    let (sent, _) = send_until_accepted(&gw, &batch).await;
+    rx.wait_distinct(40, WAIT).await;
+    let delivered = rx.delivered();
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent.iter().cloned().collect());
+    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+    // 40 successes and, alternating with them, at most 40 failures: no delivery of a message
+    // was tried again because another of the same message failed.
+    assert!(rx.calls() <= 80, "{} calls for 40 events", rx.calls());
+    let mut retried = 0;
+    for id in &sent {
+        let v = gw.wait_status(id, "delivered", WAIT).await;
+        let timeline = v["deliveries"][0]["timeline"].as_array().expect("timeline").clone();
+        assert_eq!(timeline.last().expect("last")["outcome"], "delivered", "{v}");
+        retried += usize::from(timeline.len() > 1);
+    }
+    assert!(retried >= 10, "only {retried} of 40 needed a retry: the receiver failed every other call");
+    assert!(drain(&rabbit.topology().parked_queue()).await.is_empty(), "nothing parked");
+    audit_verifies(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_are_parked_with_their_last_error_and_replay_delivers_them_once() {
     let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
     let rx = Receiver::start(Mode::Reject).await;

@@ -1,17 +1,19 @@
 //! One consumer per destination on its quorum queue.
 //!
-//! Each message is one attempt through the destination's outbound adapter, at most `concurrency`
-//! at once, with `prefetch` messages held (default four times the concurrency): while some are recorded
-//! and settled, others are already being attempted. The outcome is written to the store first
-//! (timeline, audit), then the message is settled on the broker:
-//! - delivered → ack;
-//! - transient failure → republished to the retry tier of its delay (confirmed), then ack;
-//! - permanent failure or retries exhausted → republished to the parking queue with its last
-//!   error (confirmed), then ack.
+//! Each delivery a message carries (one, or up to [`message::BATCH_MAX`] published together) is
+//! one attempt through the destination's outbound adapter, at most `concurrency` at once, with
+//! `prefetch` messages held (default four times the concurrency): while some are recorded and
+//! settled, others are already being attempted. Each outcome is written to the store first
+//! (timeline, audit), then the message is settled on the broker once every delivery it carries is:
+//! - delivered → nothing more;
+//! - transient failure → republished alone to the retry tier of its delay (confirmed);
+//! - permanent failure or retries exhausted → republished alone to the parking queue with its
+//!   last error (confirmed);
 //!
-//! Nothing is acknowledged before its successor is safe, so an instance killed at any point leaves
-//! the message to the broker, which gives it to another consumer: delivered at least once, with
-//! the same `webhook-id`.
+//! then the message is acknowledged. Nothing is acknowledged before its successors are safe, so an
+//! instance killed at any point leaves the message to the broker, which gives it to another
+//! consumer: delivered at least once, with the same `webhook-id` (the deliveries of a message given
+//! again that are already settled are not attempted again).
 //!
 //! Acknowledgements are batched ([`Acks`]): the settled messages at the front of the channel's
 //! unacknowledged ones go in one `basic.ack` with `multiple`, which costs the broker about a third
@@ -233,7 +235,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One message: attempt, record, settle.
+/// One message: attempt, record, settle — for each of its deliveries when it carries several.
 async fn handle(
     ctx: &Ctx,
     ch: &Channel,
@@ -242,7 +244,11 @@ async fn handle(
     delivery: Delivery,
 ) -> Result<(), BrokerError> {
     let topology = ctx.broker.topology();
-    let task = match message::task_of(&delivery) {
+    let read = match message::tasks_of(&delivery) {
+        Some(tasks) => tasks,
+        None => message::task_of(&delivery).map(|t| vec![t]),
+    };
+    let tasks = match read {
         Ok(t) => t,
         Err(why) => {
             tracing::error!(destination = %ctx.dest.config.name, %why, "unreadable message parked");
@@ -254,12 +260,20 @@ async fn handle(
     // Given again by the broker (an instance died, or lost the broker, between recording an
     // outcome and acknowledging): a delivery already delivered or dead-lettered is not attempted
     // again — a dead letter would otherwise turn delivered without a replay.
-    if delivery.redelivered && ctx.queue.settled(task.delivery_id).await.unwrap_or(false) {
-        tracing::info!(destination = %ctx.dest.config.name, event_id = %task.event_id, "redelivered message of a settled delivery acknowledged");
+    let mut open = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if delivery.redelivered && ctx.queue.settled(task.delivery_id).await.unwrap_or(false) {
+            tracing::info!(destination = %ctx.dest.config.name, event_id = %task.event_id, "redelivered delivery already settled: not attempted again");
+        } else {
+            open.push(task);
+        }
+    }
+    if open.is_empty() {
         acks.settled(delivery.delivery_tag);
         return Ok(());
     }
-    // A retry that came back from its tier early waits again for what is left.
+    // A retry that came back from its tier early waits again for what is left (a retry is always
+    // a message of its own).
     if let Some(tier) = tier_left(&delivery, now_ms()) {
         let again = Message::of_delivery(&delivery, &topology.retry_exchange())
             .with(super::topology::TIER_HEADER, message::text(&tier));
@@ -270,23 +284,29 @@ async fn handle(
     // would park it unrecorded: the store says why.
     let redelivered = header_int(&delivery, "x-delivery-count").unwrap_or(0);
     let limit = i64::from(topology.delivery_limit);
-    let completion = if redelivered >= limit.saturating_sub(1) {
-        let error = format!(
-            "poison message: given {redelivered} times without an outcome (an instance crashed or lost \
-             the broker during each attempt); parked before queue.delivery_limit = {limit}"
-        );
-        tracing::error!(destination = %ctx.dest.config.name, event_id = %task.event_id, %error, "dead letter");
-        Completion { task, started_at: now_ms(), outcome: Outcome::Dead { error } }
-    } else {
-        // A slot is the receiver's: held for the attempt only, not while the outcome is recorded
-        // and the message settled (a commit behind a large batch of accepted events would
-        // otherwise keep the receiver waiting for work).
-        // (Never closed: `ok()` only spares an unreachable error path.)
-        let _slot = slots.acquire().await.ok();
-        deliver::attempt(&ctx.dest, task, &ctx.metrics).await
-    };
-    deliver::record(&*ctx.queue, completion.clone()).await;
-    let next = next_message(topology, &delivery, &completion);
+    let poison = redelivered >= limit.saturating_sub(1);
+    let runs = open.into_iter().map(|task| async move {
+        let completion = if poison {
+            let error = format!(
+                "poison message: given {redelivered} times without an outcome (an instance crashed or lost \
+                 the broker during each attempt); parked before queue.delivery_limit = {limit}"
+            );
+            tracing::error!(destination = %ctx.dest.config.name, event_id = %task.event_id, %error, "dead letter");
+            Completion { task, started_at: now_ms(), outcome: Outcome::Dead { error } }
+        } else {
+            // A slot is the receiver's: held for the attempt only, not while the outcome is
+            // recorded and the message settled (a commit behind a large batch of accepted events
+            // would otherwise keep the receiver waiting for work).
+            // (Never closed: `ok()` only spares an unreachable error path.)
+            let _slot = slots.acquire().await.ok();
+            deliver::attempt(&ctx.dest, task, &ctx.metrics).await
+        };
+        deliver::record(&*ctx.queue, completion.clone()).await;
+        next_message(topology, &completion)
+    });
+    // A message of several deliveries is acknowledged once all of them are settled; those that
+    // failed go on alone, each to its retry tier or to the parking queue.
+    let next: Vec<Message> = futures_util::future::join_all(runs).await.into_iter().flatten().collect();
     settle(ch, acks, &delivery, &next).await
 }
 
@@ -302,25 +322,30 @@ fn header_int(delivery: &Delivery, key: &str) -> Option<i64> {
     delivery.properties.headers().as_ref().and_then(|h| message::int(h, key))
 }
 
-/// What must be safe on the broker before the message is acknowledged.
-fn next_message(topology: &Topology, delivery: &Delivery, c: &Completion) -> Vec<Message> {
+/// What must be safe on the broker before the message carrying a delivery is acknowledged: its
+/// successor, a message of its own built from the delivery's state.
+fn next_message(topology: &Topology, c: &Completion) -> Option<Message> {
     let attempts = AMQPValue::LongLongInt(i64::from(c.task.attempts) + 1);
     match &c.outcome {
-        Outcome::Delivered { .. } => vec![],
+        Outcome::Delivered { .. } => None,
         Outcome::Retry { at, .. } => {
             let retry = match Topology::tier_for(at.saturating_sub(now_ms())) {
-                Some((tier, _)) => Message::of_delivery(delivery, &topology.retry_exchange())
+                Some((tier, _)) => Message::of_task(&topology.retry_exchange(), &c.task)
                     .with(super::topology::TIER_HEADER, message::text(&tier)),
-                None => Message::of_delivery(delivery, &topology.exchange),
+                None => Message::of_task(&topology.exchange, &c.task),
             };
-            vec![retry
-                .with(message::ATTEMPTS, attempts)
-                .with(message::NOT_BEFORE, AMQPValue::LongLongInt(*at))]
+            Some(
+                retry
+                    .with(message::ATTEMPTS, attempts)
+                    .with(message::NOT_BEFORE, AMQPValue::LongLongInt(*at)),
+            )
         }
-        Outcome::Dead { error } => vec![Message::of_delivery(delivery, &topology.parking_exchange())
-            .with(message::ATTEMPTS, attempts)
-            .with(message::LAST_ERROR, message::text(error))
-            .with("csi-dead-at", AMQPValue::LongLongInt(now_ms()))],
+        Outcome::Dead { error } => Some(
+            Message::of_task(&topology.parking_exchange(), &c.task)
+                .with(message::ATTEMPTS, attempts)
+                .with(message::LAST_ERROR, message::text(error))
+                .with("csi-dead-at", AMQPValue::LongLongInt(now_ms())),
+        ),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{BrokerError, Message, Publisher};
+use super::{message, BrokerError, Message, Publisher};
 use crate::store::{Outbox, Task};
 
 /// How long an unpublished delivery waits for its own handoff before the sweeper takes it.
@@ -135,10 +135,32 @@ impl Relay {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let messages: Vec<Message> = tasks.iter().map(|t| Message::of_task(&self.exchange, t)).collect();
+        let (mut groups, mut messages) = (Vec::new(), Vec::new());
+        for group in batches(&tasks) {
+            let members: Vec<&Task> = group.iter().filter_map(|&i| tasks.get(i)).collect();
+            let message = match members[..] {
+                [one] => Some(Message::of_task(&self.exchange, one)),
+                _ => Message::of_tasks(&self.exchange, &members),
+            };
+            if let Some(m) = message {
+                groups.push(group);
+                messages.push(m);
+            }
+        }
         let outcomes = match tokio::time::timeout(self.timeout, self.publisher.publish_each(&messages)).await
         {
-            Ok(Ok(outcomes)) => Ok(outcomes),
+            // Each delivery has the outcome of the message that carried it.
+            Ok(Ok(per_message)) => {
+                let mut each: Vec<Result<(), BrokerError>> = tasks.iter().map(|_| Ok(())).collect();
+                for (group, outcome) in groups.iter().zip(per_message) {
+                    for &i in group {
+                        if let Some(e) = each.get_mut(i) {
+                            *e = outcome.clone();
+                        }
+                    }
+                }
+                Ok(each)
+            }
             Ok(Err(e)) => Err(HandoffError::Broker(e)),
             Err(_) => Err(HandoffError::Timeout(self.timeout)),
         };
@@ -245,4 +267,59 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Request>>) -> Option<Vec<Request>>
         }
     }
     Some(batch)
+}
+
+/// The deliveries that go in one message each (indexes into `tasks`, in their order): those of
+/// one destination and event type, [`message::BATCH_MAX`] at most a message.
+fn batches(tasks: &[Task]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut open: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let key = (t.destination.as_str(), t.event_type.as_str());
+        match open.get(&key) {
+            Some(&g) if groups.get(g).is_some_and(|m| m.len() < message::BATCH_MAX) => {
+                if let Some(m) = groups.get_mut(g) {
+                    m.push(i);
+                }
+            }
+            _ => {
+                open.insert(key, groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(n: i64, destination: &str, event_type: &str) -> Task {
+        Task {
+            delivery_id: n,
+            event_id: format!("e-{n}"),
+            destination: destination.into(),
+            event_type: event_type.into(),
+            tenant: "F205".into(),
+            idempotency_key: None,
+            body: b"{}".to_vec(),
+            digest: String::new(),
+            attempts: 0,
+            since: 0,
+        }
+    }
+
+    #[test]
+    fn one_message_carries_the_deliveries_of_one_destination_and_type_up_to_the_most() {
+        let mut tasks = vec![task(0, "a", "t1"), task(1, "b", "t1"), task(2, "a", "t2"), task(3, "a", "t1")];
+        tasks.extend((4..4 + message::BATCH_MAX as i64).map(|n| task(n, "b", "t1")));
+        let groups = batches(&tasks);
+        let last = 3 + message::BATCH_MAX;
+        assert_eq!(groups[0], vec![0, 3]);
+        assert_eq!(groups[1], [1].into_iter().chain(4..last).collect::<Vec<_>>(), "b/t1 holds BATCH_MAX");
+        assert_eq!(groups[2], vec![2]);
+        assert_eq!(groups[3], vec![last], "the one more starts a message of its own");
+        assert_eq!(groups.len(), 4);
+    }
 }
