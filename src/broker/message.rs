@@ -312,16 +312,11 @@ mod tests {
 
     fn task(n: i64, key: Option<&str>) -> Task {
         Task {
-            delivery_id: n,
-            event_id: format!("e-{n}"),
-            destination: "cartella".into(),
-            event_type: "it.lombardia.csi.prestazione.erogata.v1".into(),
-            tenant: "F205".into(),
             idempotency_key: key.map(str::to_string),
             body: format!(r#"{{"id":"e-{n}","data":{{"note":"a\u0000b"}}}}"#).into_bytes(),
             digest: format!("digest-{n}"),
-            attempts: 0,
             since: now_ms() - n,
+            ..Task::example(n, &format!("e-{n}"), "cartella", "it.lombardia.csi.prestazione.erogata.v1")
         }
     }
 

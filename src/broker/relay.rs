@@ -296,18 +296,7 @@ mod tests {
     use super::*;
 
     fn task(n: i64, destination: &str, event_type: &str) -> Task {
-        Task {
-            delivery_id: n,
-            event_id: format!("e-{n}"),
-            destination: destination.into(),
-            event_type: event_type.into(),
-            tenant: "F205".into(),
-            idempotency_key: None,
-            body: b"{}".to_vec(),
-            digest: String::new(),
-            attempts: 0,
-            since: 0,
-        }
+        Task::example(n, &format!("e-{n}"), destination, event_type)
     }
 
     #[test]

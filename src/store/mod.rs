@@ -196,6 +196,25 @@ pub struct Task {
     pub since: i64,
 }
 
+#[cfg(test)]
+impl Task {
+    /// A delivery for unit tests: the rest of its state empty.
+    pub(crate) fn example(delivery_id: i64, event_id: &str, destination: &str, event_type: &str) -> Self {
+        Task {
+            delivery_id,
+            event_id: event_id.into(),
+            destination: destination.into(),
+            event_type: event_type.into(),
+            tenant: "F205".into(),
+            idempotency_key: None,
+            body: b"{}".to_vec(),
+            digest: String::new(),
+            attempts: 0,
+            since: 0,
+        }
+    }
+}
+
 /// The result of one attempt, as the worker decided it.
 #[derive(Debug, Clone)]
 pub enum Outcome {

@@ -661,18 +661,7 @@ mod handoff_tests {
     use super::*;
 
     fn task(event: &str, delivery_id: i64) -> Task {
-        Task {
-            delivery_id,
-            event_id: event.into(),
-            destination: "csi".into(),
-            event_type: "t".into(),
-            tenant: "F205".into(),
-            idempotency_key: None,
-            body: b"{}".to_vec(),
-            digest: String::new(),
-            attempts: 0,
-            since: 0,
-        }
+        Task::example(delivery_id, event, "csi", "t")
     }
 
     #[test]
