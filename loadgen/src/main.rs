@@ -189,7 +189,7 @@ async fn run(args: Args) -> Result<bool> {
     let wants = |s: &str| args.only.iter().any(|o| o == s);
     let root = repo_root(args.root.as_deref())?;
     let binary = if args.gateway.is_absolute() { args.gateway.clone() } else { root.join(&args.gateway) };
-    let gateway_needed = ["a", "b", "c", "d", "coop", "export", "flussi"].iter().any(|s| wants(s));
+    let gateway_needed = ["a", "b", "c", "c2", "d", "coop", "export", "flussi"].iter().any(|s| wants(s));
     if gateway_needed && !binary.is_file() {
         bail!(
             "no gateway binary at {}: run `cargo build --release` first (or pass --gateway PATH)",
