@@ -171,6 +171,35 @@ async fn deliveries_published_together_are_each_settled_and_only_the_failed_ones
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_forty_events_is_two_messages_on_the_destination_queue() {
+    let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
+    // One attempt at a time, one message held: the rest of the queue stays ready, countable.
+    let rx = Receiver::start(Mode::Slow(1_000)).await;
+    let config = format!("{}{}prefetch = 1\n", db.store_config(), rabbit.queue_config(&amqp_url()));
+    let gw = Gateway::start_with(&rx.url, "concurrency = 1", &config).await;
+    let batch: Vec<Value> = (0..40).map(|n| prestazione(n, "F205")).collect();
+    let (sent, _) = send_until_accepted(&gw, &batch).await;
+    let deadline = Instant::now() + WAIT;
+    while rx.calls() == 0 {
+        assert!(Instant::now() < deadline, "no delivery attempted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 32 deliveries in the message being consumed, 8 in the one waiting: one message ready, where
+    // a message a delivery would leave 39.
+    let conn = Rabbit::connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let queue = rabbit.topology().queue("cartella-vendor-a");
+    let q = ch.queue_declare(queue.as_str().into(), passive, Default::default()).await.expect("queue");
+    assert_eq!(q.message_count(), 1, "messages ready on {queue}");
+    rx.set_mode(Mode::Ok);
+    rx.wait_distinct(40, WAIT).await;
+    let delivered = rx.delivered();
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent.iter().cloned().collect());
+    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_are_parked_with_their_last_error_and_replay_delivers_them_once() {
     let (db, rabbit) = (PgDb::create().await, Rabbit::create().await);
     let rx = Receiver::start(Mode::Reject).await;
