@@ -34,6 +34,13 @@ async fn audit_verifies(gw: &Gateway) {
     assert_eq!(v["ok"], true, "{v}");
 }
 
+/// Every event sent reached the receiver, each exactly once.
+fn each_delivered_once(rx: &Receiver, sent: &[String]) {
+    let delivered = rx.delivered();
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent.iter().cloned().collect());
+    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+}
+
 /// Messages in a queue (read and acknowledged: the queue is empty afterwards).
 async fn drain(queue: &str) -> Vec<lapin::message::BasicGetMessage> {
     let conn = Rabbit::connect().await;
@@ -131,9 +138,7 @@ async fn a_receiver_down_for_a_while_gets_everything_through_the_retry_tiers() {
     assert!(rx.delivered().is_empty());
     rx.set_mode(Mode::Ok);
     rx.wait_distinct(20, WAIT).await;
-    let delivered = rx.delivered();
-    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent.iter().cloned().collect());
-    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+    each_delivered_once(&rx, &sent);
     let v = gw.wait_status(&sent[19], "delivered", WAIT).await;
     let timeline = v["deliveries"][0]["timeline"].as_array().expect("timeline").clone();
     assert!(timeline.len() >= 2, "{v}");
@@ -152,9 +157,7 @@ async fn deliveries_published_together_are_each_settled_and_only_the_failed_ones
     let batch: Vec<Value> = (0..40).map(|n| prestazione(n, "F205")).collect();
     let (sent, _) = send_until_accepted(&gw, &batch).await;
     rx.wait_distinct(40, WAIT).await;
-    let delivered = rx.delivered();
-    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent.iter().cloned().collect());
-    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+    each_delivered_once(&rx, &sent);
     // 40 successes and, alternating with them, at most 40 failures: no delivery of a message
     // was tried again because another of the same message failed.
     assert!(rx.calls() <= 80, "{} calls for 40 events", rx.calls());
@@ -194,9 +197,7 @@ async fn a_request_of_forty_events_is_two_messages_on_the_destination_queue() {
     assert_eq!(q.message_count(), 1, "messages ready on {queue}");
     rx.set_mode(Mode::Ok);
     rx.wait_distinct(40, WAIT).await;
-    let delivered = rx.delivered();
-    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), sent.iter().cloned().collect());
-    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+    each_delivered_once(&rx, &sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

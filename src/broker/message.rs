@@ -85,23 +85,21 @@ impl Message {
         }
     }
 
-    /// The first publication of several deliveries of one destination and event type, in one
-    /// message (see the module's documentation); `None` when there are none.
+    /// The first publication of deliveries of one destination and event type, in one message:
+    /// [`Message::of_task`] for one, several as the module's documentation says; `None` for none.
     pub fn of_tasks(exchange: &str, tasks: &[&Task]) -> Option<Self> {
-        let first = tasks.first()?;
+        let first = match tasks {
+            [] => return None,
+            [one] => return Some(Message::of_task(exchange, one)),
+            [first, ..] => *first,
+        };
         let mut body = Vec::with_capacity(tasks.iter().map(|t| t.body.len() + 256).sum());
         for t in tasks {
-            let state = serde_json::json!([
-                t.delivery_id,
-                t.event_id,
-                t.tenant,
-                t.digest,
-                t.idempotency_key,
-                t.attempts,
-                t.since
-            ]);
-            let state = state.to_string();
-            for part in [state.as_bytes(), &t.body] {
+            let state =
+                (t.delivery_id, &t.event_id, &t.tenant, &t.digest, &t.idempotency_key, t.attempts, t.since);
+            // A tuple of numbers and strings always serializes.
+            let state = serde_json::to_vec(&state).unwrap_or_default();
+            for part in [&state, &t.body] {
                 // An event is at most the upload limit, far below 4 GiB.
                 body.extend_from_slice(&(part.len() as u32).to_be_bytes());
                 body.extend_from_slice(part);
@@ -351,8 +349,10 @@ mod tests {
                 (&b.idempotency_key, &b.body, &b.digest, b.attempts, b.since)
             );
         }
-        // A message of one delivery is not a batch.
-        assert!(tasks_of(&as_received(&Message::of_task("x", &tasks[0]))).is_none());
+        // One delivery goes alone, with its state in headers.
+        let alone = as_received(&Message::of_tasks("x", &[&tasks[0]]).expect("a message"));
+        assert!(tasks_of(&alone).is_none());
+        assert_eq!(task_of(&alone).map(|t| t.delivery_id), Ok(1));
         assert!(Message::of_tasks("x", &[]).is_none());
     }
 

@@ -7,6 +7,7 @@
 //! it once it is [`STALE_MS`] old, from whichever instance comes first: nothing committed is lost
 //! when the broker, or the instance, fails between the commit and the confirm.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,32 +136,16 @@ impl Relay {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let (mut groups, mut messages) = (Vec::new(), Vec::new());
-        for group in batches(&tasks) {
-            let members: Vec<&Task> = group.iter().filter_map(|&i| tasks.get(i)).collect();
-            let message = match members[..] {
-                [one] => Some(Message::of_task(&self.exchange, one)),
-                _ => Message::of_tasks(&self.exchange, &members),
-            };
-            if let Some(m) = message {
-                groups.push(group);
-                messages.push(m);
-            }
-        }
+        let groups = batches(&tasks);
+        // A group is never empty: one message each.
+        let Some(messages) =
+            groups.iter().map(|g| Message::of_tasks(&self.exchange, g)).collect::<Option<Vec<Message>>>()
+        else {
+            return Ok(Vec::new());
+        };
         let outcomes = match tokio::time::timeout(self.timeout, self.publisher.publish_each(&messages)).await
         {
-            // Each delivery has the outcome of the message that carried it.
-            Ok(Ok(per_message)) => {
-                let mut each: Vec<Result<(), BrokerError>> = tasks.iter().map(|_| Ok(())).collect();
-                for (group, outcome) in groups.iter().zip(per_message) {
-                    for &i in group {
-                        if let Some(e) = each.get_mut(i) {
-                            *e = outcome.clone();
-                        }
-                    }
-                }
-                Ok(each)
-            }
+            Ok(Ok(outcomes)) => Ok(outcomes),
             Ok(Err(e)) => Err(HandoffError::Broker(e)),
             Err(_) => Err(HandoffError::Timeout(self.timeout)),
         };
@@ -174,13 +159,16 @@ impl Relay {
             }
         };
         let (mut confirmed, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-        for (task, outcome) in tasks.iter().zip(outcomes) {
-            match outcome {
-                Ok(()) => confirmed.push((task.delivery_id, task.since)),
-                Err(e) => {
-                    tracing::warn!(error = %e, destination = %task.destination, event_id = %task.event_id, "not published: left in the outbox");
-                    refused.push(task.delivery_id);
-                    failed.push((task.event_id.clone(), HandoffError::Broker(e)));
+        // Each delivery has the outcome of the message that carried it.
+        for (group, outcome) in groups.iter().zip(outcomes) {
+            for task in group {
+                match &outcome {
+                    Ok(()) => confirmed.push((task.delivery_id, task.since)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, destination = %task.destination, event_id = %task.event_id, "not published: left in the outbox");
+                        refused.push(task.delivery_id);
+                        failed.push((task.event_id.clone(), HandoffError::Broker(e.clone())));
+                    }
                 }
             }
         }
@@ -269,22 +257,19 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Request>>) -> Option<Vec<Request>>
     Some(batch)
 }
 
-/// The deliveries that go in one message each (indexes into `tasks`, in their order): those of
-/// one destination and event type, [`message::BATCH_MAX`] at most a message.
-fn batches(tasks: &[Task]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut open: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
-    for (i, t) in tasks.iter().enumerate() {
+/// The deliveries that go in one message each, in their order: those of one destination and event
+/// type, [`message::BATCH_MAX`] at most a message.
+fn batches(tasks: &[Task]) -> Vec<Vec<&Task>> {
+    let mut groups: Vec<Vec<&Task>> = Vec::new();
+    // The group still open for each destination and event type.
+    let mut open: HashMap<(&str, &str), usize> = HashMap::new();
+    for t in tasks {
         let key = (t.destination.as_str(), t.event_type.as_str());
-        match open.get(&key) {
-            Some(&g) if groups.get(g).is_some_and(|m| m.len() < message::BATCH_MAX) => {
-                if let Some(m) = groups.get_mut(g) {
-                    m.push(i);
-                }
-            }
-            _ => {
+        match open.get(&key).and_then(|&g| groups.get_mut(g)).filter(|g| g.len() < message::BATCH_MAX) {
+            Some(group) => group.push(t),
+            None => {
                 open.insert(key, groups.len());
-                groups.push(vec![i]);
+                groups.push(vec![t]);
             }
         }
     }
@@ -303,12 +288,13 @@ mod tests {
     fn one_message_carries_the_deliveries_of_one_destination_and_type_up_to_the_most() {
         let mut tasks = vec![task(0, "a", "t1"), task(1, "b", "t1"), task(2, "a", "t2"), task(3, "a", "t1")];
         tasks.extend((4..4 + message::BATCH_MAX as i64).map(|n| task(n, "b", "t1")));
-        let groups = batches(&tasks);
-        let last = 3 + message::BATCH_MAX;
-        assert_eq!(groups[0], vec![0, 3]);
-        assert_eq!(groups[1], [1].into_iter().chain(4..last).collect::<Vec<_>>(), "b/t1 holds BATCH_MAX");
-        assert_eq!(groups[2], vec![2]);
-        assert_eq!(groups[3], vec![last], "the one more starts a message of its own");
-        assert_eq!(groups.len(), 4);
+        let ids: Vec<Vec<i64>> =
+            batches(&tasks).iter().map(|g| g.iter().map(|t| t.delivery_id).collect()).collect();
+        let last = 3 + message::BATCH_MAX as i64;
+        assert_eq!(ids[0], [0, 3]);
+        assert_eq!(ids[1], [1].into_iter().chain(4..last).collect::<Vec<_>>(), "b/t1 holds BATCH_MAX");
+        assert_eq!(ids[2], [2]);
+        assert_eq!(ids[3], [last], "the one more starts a message of its own");
+        assert_eq!(ids.len(), 4);
     }
 }
