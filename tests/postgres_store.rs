@@ -512,6 +512,111 @@ async fn one_delivery_key_twice_in_a_group_keeps_the_later_and_audits_the_correc
     assert!(store.audit_verify().await.unwrap().ok);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_racing_on_many_keys_in_opposite_orders_store_each_once() {
+    let db = PgDb::create().await;
+    let stores = connect_many(&db.url, 2).await;
+    let keys: Vec<String> = (0..40).map(|k| format!("k-{k}")).collect();
+    for round in 0..10 {
+        let batch = |first: usize, reversed: bool| -> Vec<csi_gateway::store::NewEvent> {
+            let mut order: Vec<usize> = (0..keys.len()).collect();
+            if reversed {
+                order.reverse();
+            }
+            order.iter().map(|&k| new_event(first + k, Some(&format!("r{round}-{}", keys[k])))).collect()
+        };
+        let base = round * 1000;
+        let (a, b) = tokio::join!(
+            stores[0].accept(batch(base, false), vec![]),
+            stores[1].accept(batch(base + 100, true), vec![])
+        );
+        let (a, b) = (a.expect("first instance"), b.expect("second instance"));
+        // Key k is event base + k on the first instance, base + 100 + k on the second: one of
+        // them is new, the other names it.
+        for k in 0..keys.len() {
+            let (x, y) = (&a[k], &b[keys.len() - 1 - k]);
+            let new: Vec<&Acceptance> =
+                [x, y].into_iter().filter(|a| matches!(a, Acceptance::New(_))).collect();
+            assert_eq!(new.len(), 1, "round {round}, key {k}: {x:?} / {y:?}");
+            assert_eq!(x.id(), y.id(), "round {round}, key {k}: the duplicate names the original");
+        }
+    }
+    let pg = db.client().await;
+    let events: i64 = pg.query_one("SELECT COUNT(*) FROM events", &[]).await.unwrap().get(0);
+    let keys_held: i64 = pg.query_one("SELECT COUNT(*) FROM idempotency", &[]).await.unwrap().get(0);
+    assert_eq!((events, keys_held), (400, 400));
+    let v = stores[0].audit_verify().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, 800, "an accepted or duplicate record for each of the 800 events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_written_in_opposite_orders_by_two_instances_survive_their_deadlocks() {
+    use csi_gateway::store::{NewEvent, ProgettoRow, Projection};
+    let db = PgDb::create().await;
+    // PostgreSQL looks for a deadlock after a second of waiting by default: sooner here.
+    let admin = db.client().await;
+    admin.batch_execute(&format!("ALTER DATABASE {} SET deadlock_timeout = '50ms'", db.name)).await.unwrap();
+    let stores = connect_many(&db.url, 2).await;
+    let progetto = |n: usize, p: usize| -> NewEvent {
+        let mut ev = new_event(n, None);
+        ev.destinations.clear();
+        ev.projections.push(Projection::Progetto(ProgettoRow {
+            tenant: "F205".into(),
+            id_progetto: format!("PRG-{p}"),
+            pseudonimo: format!("ben-{p}"),
+            codice_fiscale: None,
+            dal: "2026-01-01".into(),
+            al: "2026-12-31".into(),
+            interventi: json!([]),
+            event_id: format!("ev-{n}"),
+        }));
+        ev
+    };
+    let deadlocks = async || -> i64 {
+        admin
+            .query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = $1", &[&db.name])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    // The same 30 progetti, upserted by each instance in the opposite order of the other's.
+    const ROUNDS: usize = 10;
+    for round in 0..ROUNDS {
+        let base = round * 100;
+        let a: Vec<NewEvent> = (0..30).map(|p| progetto(base + p, p)).collect();
+        let b: Vec<NewEvent> = (0..30).rev().map(|p| progetto(base + 50 + p, p)).collect();
+        let (ra, rb) = tokio::join!(stores[0].accept(a, vec![]), stores[1].accept(b, vec![]));
+        for (i, r) in [ra, rb].into_iter().enumerate() {
+            let r = r.unwrap_or_else(|e| panic!("round {round}, instance {i}: {e}"));
+            assert!(r.iter().all(|a| matches!(a, Acceptance::New(_))), "{r:?}");
+        }
+    }
+    let pg = db.client().await;
+    let events: i64 = pg.query_one("SELECT COUNT(*) FROM events", &[]).await.unwrap().get(0);
+    assert_eq!(events, (ROUNDS * 60) as i64, "every event stored once, the ones run again too");
+    // Each progetto names the event of the last round that wrote it.
+    let rows =
+        pg.query("SELECT id_progetto, event_id FROM progetti ORDER BY id_progetto", &[]).await.unwrap();
+    assert_eq!(rows.len(), 30);
+    let last = (ROUNDS - 1) * 100;
+    for r in &rows {
+        let (id, ev): (String, String) = (r.get(0), r.get(1));
+        let p: usize = id.trim_start_matches("PRG-").parse().unwrap();
+        assert!(ev == format!("ev-{}", last + p) || ev == format!("ev-{}", last + 50 + p), "{id}: {ev}");
+    }
+    let v = stores[0].audit_verify().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, (ROUNDS * 60) as i64, "one accepted record per event, none twice");
+    // PostgreSQL counts the deadlocks it broke, in statistics its backends report when they end.
+    drop(stores);
+    let t0 = std::time::Instant::now();
+    while deadlocks().await == 0 && t0.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deadlocks().await > 0, "the instances never deadlocked: the test did not test anything");
+}
+
 async fn connect_many(url: &str, n: usize) -> Vec<std::sync::Arc<PgStore>> {
     let handles: Vec<_> = (0..n)
         .map(|_| {

@@ -108,7 +108,7 @@ impl Relay {
         let events: Vec<String> = batch.iter().flat_map(|r| r.events.iter().cloned()).collect();
         let failed = match self.outbox.take_unpublished(Some(events), 0, 100_000, LEASE_MS).await {
             Ok(tasks) => self.publish_tasks(tasks, true).await,
-            Err(e) => Err(HandoffError::Store(e.0)),
+            Err(e) => Err(HandoffError::Store(e.message)),
         };
         // A handoff fails only when one of its own events was not confirmed: a destination the
         // broker refuses does not fail requests whose events do not go there.

@@ -24,12 +24,23 @@ pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
 
 /// A failure of the storage engine itself.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+#[error("store: {message}")]
+pub struct StoreError {
+    pub message: String,
+    /// The transaction lost to a concurrent one (PostgreSQL's deadlock or serialization failure)
+    /// and was rolled back: run again as it was, it can succeed.
+    pub conflict: bool,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), conflict: false }
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError::new(e.to_string())
     }
 }
 

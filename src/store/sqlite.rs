@@ -212,7 +212,7 @@ fn checkpoint_beside(writer: &mut Connection, path: &Path) -> StoreResult<()> {
                 idle.store(false, Ordering::Release);
             }
         })
-        .map_err(|e| StoreError(e.to_string()))?;
+        .map_err(|e| StoreError::new(e.to_string()))?;
     // Replaces SQLite's automatic checkpoint, which is a WAL hook too.
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
         if copied.swap(false, Ordering::AcqRel) || pages >= writer_pages {
@@ -282,7 +282,7 @@ fn create_and_migrate(conn: &mut Connection) -> StoreResult<()> {
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let Some((what, sql)) = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)) else {
             if version > MIGRATIONS.len() as i64 {
-                return Err(StoreError(format!(
+                return Err(StoreError::new(format!(
                     "this store is at schema version {version}, written by a newer release of the gateway (this one knows {}); run that release, or restore a copy from before it",
                     MIGRATIONS.len()
                 )));
@@ -307,16 +307,16 @@ pub fn lock_data_dir(data_dir: &Path) -> StoreResult<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::new(format!(
             "another gateway process is using the store in {}: one process per data dir (stop it, or set \
              another server.data_dir)",
             data_dir.display()
         ))),
         Err(std::fs::TryLockError::Error(e)) => {
-            Err(StoreError(format!("cannot lock {}: {e}", path.display())))
+            Err(StoreError::new(format!("cannot lock {}: {e}", path.display())))
         }
     }
 }
@@ -340,7 +340,7 @@ impl SqliteStore {
     /// in flight when the previous process stopped back to the queue.
     pub fn open(data_dir: &Path) -> StoreResult<Arc<Self>> {
         std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+            .map_err(|e| StoreError::new(format!("cannot create data dir {}: {e}", data_dir.display())))?;
         let lock = lock_data_dir(data_dir)?;
         let path = data_dir.join("gateway.db");
         let mut conn = open(&path)?;
@@ -368,7 +368,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx, wake))
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(|e| StoreError::new(e.to_string()))?;
         Ok(Arc::new(Self {
             _lock: Some(lock),
             writer: tx,
@@ -384,14 +384,14 @@ impl SqliteStore {
         let sent = self.writer.clone();
         let op = make(tx);
         Box::pin(async move {
-            let stopped = || StoreError("store writer has stopped".into());
+            let stopped = || StoreError::new("store writer has stopped");
             match sent.try_send(op) {
                 Ok(()) => {}
                 // The channel is bounded: when the writer is saturated, back-pressure reaches the caller.
                 Err(mpsc::TrySendError::Full(op)) => {
                     let delivered = tokio::task::spawn_blocking(move || sent.send(op).is_ok())
                         .await
-                        .map_err(|e| StoreError(e.to_string()))?;
+                        .map_err(|e| StoreError::new(e.to_string()))?;
                     if !delivered {
                         return Err(stopped());
                     }
@@ -410,11 +410,11 @@ impl SqliteStore {
         let readers = self.readers.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let conn = readers[i].lock().map_err(|_| StoreError("reader poisoned".into()))?;
+                let conn = readers[i].lock().map_err(|_| StoreError::new("reader poisoned"))?;
                 f(&conn)
             })
             .await
-            .map_err(|e| StoreError(e.to_string()))?
+            .map_err(|e| StoreError::new(e.to_string()))?
         })
     }
 }
@@ -498,7 +498,7 @@ impl Op {
             (Op::Claim(_, _, _, r), Ok(Answer::Claim(v))) => drop(r.send(Ok(v))),
             (Op::Replay(_, _, r), Ok(Answer::Replay(v))) => drop(r.send(Ok(v))),
             (Op::Siuss(_, r), Ok(Answer::Siuss(v))) => drop(r.send(Ok(v))),
-            (op, Ok(_)) => op.answer(Err(StoreError("internal: mismatched answer".into()))),
+            (op, Ok(_)) => op.answer(Err(StoreError::new("internal: mismatched answer"))),
             (Op::Accept(_, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Audit(_, r), Err(e))
             | (Op::Complete(_, r), Err(e))
@@ -724,7 +724,7 @@ fn upsert_rows(
         if n == expected {
             Ok(())
         } else {
-            Err(StoreError(format!(
+            Err(StoreError::new(format!(
                 "{insert}: {n} of {expected} rows written, a constraint refused the others (a key already stored, a missing value); nothing of this transaction is kept"
             )))
         }
@@ -1247,7 +1247,7 @@ pub fn verify_chain(conn: &Connection) -> StoreResult<Verification> {
 pub fn verify_offline(data_dir: &Path) -> StoreResult<Verification> {
     let path = data_dir.join("gateway.db");
     if !path.exists() {
-        return Err(StoreError(format!("no store at {}", path.display())));
+        return Err(StoreError::new(format!("no store at {}", path.display())));
     }
     let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -1714,7 +1714,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = SqliteStore::open(dir.path()).unwrap();
         let err = SqliteStore::open(dir.path()).err().expect("refused while the first is open");
-        assert!(err.0.starts_with("another gateway process is using the store in"), "{err}");
+        assert!(err.message.starts_with("another gateway process is using the store in"), "{err}");
         // A reader beside it (the command line's SIUSS export) is welcome.
         assert!(SqliteStore::open_reader(dir.path()).is_ok());
         drop(first);

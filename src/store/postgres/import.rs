@@ -275,12 +275,12 @@ pub struct ImportReport {
 /// Resolves `sqlite://<data_dir or file>` to the database file.
 pub fn sqlite_path(from: &str) -> StoreResult<PathBuf> {
     let rest = from.strip_prefix("sqlite://").ok_or_else(|| {
-        StoreError(format!("--from {from:?}: expected sqlite://<data_dir or gateway.db file>"))
+        StoreError::new(format!("--from {from:?}: expected sqlite://<data_dir or gateway.db file>"))
     })?;
     let path = PathBuf::from(rest);
     let file = if path.is_dir() { path.join("gateway.db") } else { path };
     if !file.is_file() {
-        return Err(StoreError(format!(
+        return Err(StoreError::new(format!(
             "--from: no embedded store at {} (give the data_dir of the embedded gateway)",
             file.display()
         )));
@@ -303,13 +303,13 @@ pub async fn import_sqlite(from: &str, to: &str) -> StoreResult<ImportReport> {
                 let _ = tx_chunks.blocking_send(Message::Failed(e));
             }
         })
-        .map_err(|e| StoreError(format!("cannot start the reader: {e}")))?;
+        .map_err(|e| StoreError::new(format!("cannot start the reader: {e}")))?;
 
     let result = async {
         let (counts, head) = match chunks.recv().await {
             Some(Message::Start { counts, head }) => (counts, head),
             Some(Message::Failed(e)) => return Err(e),
-            _ => return Err(StoreError("the source reader stopped early".into())),
+            _ => return Err(StoreError::new("the source reader stopped early")),
         };
         let tx = client.transaction().await?;
         tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
@@ -317,7 +317,7 @@ pub async fn import_sqlite(from: &str, to: &str) -> StoreResult<ImportReport> {
             let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", t.name);
             let used: bool = query(&tx, &sql, &[]).await?[0].try_get(0)?;
             if used {
-                return Err(StoreError(format!(
+                return Err(StoreError::new(format!(
                     "--to: the target database is not empty (table {} has rows); migrate only into a \
                      fresh database",
                     t.name
@@ -341,14 +341,14 @@ pub async fn import_sqlite(from: &str, to: &str) -> StoreResult<ImportReport> {
                         .collect();
                     let n = execute(&tx, &inserts[table], &params).await?;
                     if n != rows as u64 {
-                        return Err(StoreError(format!(
+                        return Err(StoreError::new(format!(
                             "{}: {n} rows written of {rows}",
                             TABLES[table].name
                         )));
                     }
                 }
                 Message::Failed(e) => return Err(e),
-                Message::Start { .. } => return Err(StoreError("the source reader restarted".into())),
+                Message::Start { .. } => return Err(StoreError::new("the source reader restarted")),
             }
         }
         // The chain's head as the embedded store kept it (or its last record, for a store that
@@ -376,7 +376,7 @@ pub async fn import_sqlite(from: &str, to: &str) -> StoreResult<ImportReport> {
         for (t, expected) in TABLES.iter().zip(&counts) {
             let n: i64 = query(&tx, &format!("SELECT COUNT(*) FROM {}", t.name), &[]).await?[0].try_get(0)?;
             if n != *expected {
-                return Err(StoreError(format!(
+                return Err(StoreError::new(format!(
                     "{}: {n} rows copied but the source holds {expected}",
                     t.name
                 )));
@@ -386,7 +386,7 @@ pub async fn import_sqlite(from: &str, to: &str) -> StoreResult<ImportReport> {
         let v = read::verify_chain(&tx).await?;
         if !v.ok {
             let problem = v.problem.map(|p| format!("{} at position {}: {}", p.kind, p.position, p.detail));
-            return Err(StoreError(format!(
+            return Err(StoreError::new(format!(
                 "the audit chain does not verify after the copy ({}); nothing was committed",
                 problem.unwrap_or_default()
             )));
@@ -435,7 +435,7 @@ fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let current = crate::store::sqlite::schema_version();
     if version != current {
-        return Err(StoreError(format!(
+        return Err(StoreError::new(format!(
             "{} is at schema version {version}, this release writes {current}: {}",
             file.display(),
             if version < current {
@@ -455,7 +455,7 @@ fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
         )? > 0)
     };
     if !exists("events")? || !exists("audit")? {
-        return Err(StoreError(format!("--from: {} is not a csi-gateway store", file.display())));
+        return Err(StoreError::new(format!("--from: {} is not a csi-gateway store", file.display())));
     }
     let mut present = Vec::with_capacity(TABLES.len());
     let mut counts = Vec::with_capacity(TABLES.len());
@@ -500,7 +500,7 @@ fn read_source(file: &Path, out: &mpsc::Sender<Message>) -> StoreResult<()> {
             for (j, col) in columns.iter_mut().enumerate() {
                 let v = row.get_ref(j)?;
                 let bad = |want: &str| {
-                    StoreError(format!("{}.{}: a value that is not {want}", t.name, t.columns[j].0))
+                    StoreError::new(format!("{}.{}: a value that is not {want}", t.name, t.columns[j].0))
                 };
                 match col {
                     Column::Text(c) => c.push(match v {

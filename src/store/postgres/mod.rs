@@ -4,11 +4,12 @@
 //! - `schema.rs` — versioned migrations (`schema_migrations`), applied at start under an advisory
 //!   lock so that instances starting together are safe.
 //! - `write.rs` — the transactions: accept, complete, replay, audit appends. Every transaction that
-//!   appends to the audit chain first locks the chain's head row (`audit_head ... FOR UPDATE`), so
-//!   appends from all instances are serialized and the chain stays linear; taking that lock first
-//!   also gives every writer the same lock order (no deadlocks). Since appends are serialized
-//!   anyway, each instance commits accepts, audit records and completions in groups (all the
-//!   writes waiting when a transaction starts), one head lock and one commit per group.
+//!   appends to the audit chain locks the chain's head row (`audit_head ... FOR UPDATE`) as its
+//!   last write, so appends from all instances are serialized and the chain stays linear while
+//!   the rest of their transactions run side by side; one that PostgreSQL rolls back for a
+//!   deadlock with another runs again. Each instance commits accepts, audit records and
+//!   completions in groups (all the writes waiting when a transaction starts), one append to the
+//!   chain and one commit per group.
 //! - `siuss.rs` — the SIUSS adapter's flussi, progressives and export (`SiussStore`).
 //! - `read.rs` — event views, dead letters, audit pages and verification, projections.
 //! - `import.rs` — `csi-gateway migrate --from sqlite://...`: an embedded store copied verbatim.
@@ -48,13 +49,16 @@ const CHANNEL: &str = "csi_gateway_work";
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError(pg_message(&e))
+        use tokio_postgres::error::SqlState;
+        let conflict = matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE);
+        StoreError { message: pg_message(&e), conflict }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError(format!("PostgreSQL connection pool: {}", pool_message(&e)))
+        StoreError::new(format!("PostgreSQL connection pool: {}", pool_message(&e)))
     }
 }
 
@@ -115,7 +119,7 @@ pub fn describe(cfg: &tokio_postgres::Config) -> String {
 /// Parses `store.url` (`postgres://user:password@host:port/database`).
 pub fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        StoreError(format!(
+        StoreError::new(format!(
             "not a valid PostgreSQL URL (postgres://user:password@host:port/database): {}",
             pg_message(&e)
         ))
@@ -132,9 +136,9 @@ pub async fn connect_one(url: &str) -> StoreResult<deadpool_postgres::Object> {
     let cfg = parse_url(url)?;
     let target = describe(&cfg);
     let pool = pool(cfg, &target, 1)?;
-    pool.get()
-        .await
-        .map_err(|e| StoreError(format!("cannot connect to PostgreSQL at {target}: {}", pool_message(&e))))
+    pool.get().await.map_err(|e| {
+        StoreError::new(format!("cannot connect to PostgreSQL at {target}: {}", pool_message(&e)))
+    })
 }
 
 fn pool(cfg: tokio_postgres::Config, target: &str, size: usize) -> StoreResult<Pool> {
@@ -146,7 +150,7 @@ fn pool(cfg: tokio_postgres::Config, target: &str, size: usize) -> StoreResult<P
         .create_timeout(Some(Duration::from_secs(10)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
-        .map_err(|e| StoreError(format!("PostgreSQL pool for {target}: {e}")))
+        .map_err(|e| StoreError::new(format!("PostgreSQL pool for {target}: {e}")))
 }
 
 /// Runs a statement prepared once per connection.
@@ -273,7 +277,7 @@ const GROUP_MAX: usize = 256;
 
 /// A connection of `pool`, to the database at `target` (named in the error).
 async fn pooled(pool: &Pool, target: &str) -> StoreResult<deadpool_postgres::Object> {
-    pool.get().await.map_err(|e| StoreError(format!("PostgreSQL at {target}: {}", pool_message(&e))))
+    pool.get().await.map_err(|e| StoreError::new(format!("PostgreSQL at {target}: {}", pool_message(&e))))
 }
 
 impl PgStore {
@@ -322,15 +326,16 @@ impl PgStore {
     /// Hands a write to the group committer and waits for its commit.
     async fn write(&self, w: write::Write) -> StoreResult<write::Written> {
         let (tx, rx) = oneshot::channel();
-        let stopped = || StoreError("store writer has stopped".into());
+        let stopped = || StoreError::new("store writer has stopped");
         self.writer.send((w, tx)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
 
 /// Group commit: every write waiting when a transaction starts joins it, so concurrent requests
-/// of this instance share one lock of the chain's head and one commit (as embedded mode's writer).
-/// A failed transaction answers each of its writes with the error.
+/// of this instance share one append to the chain and one commit (as embedded mode's writer).
+/// A transaction that lost to a concurrent one (deadlock) runs again; one that failed otherwise
+/// answers each of its writes with the error.
 async fn group_commit(
     pool: Pool,
     target: String,
@@ -348,12 +353,15 @@ async fn group_commit(
         }
         let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let mut committed = Vec::new();
-        let kept = handoffs.enabled().then_some(&mut committed);
-        let result = async {
-            let mut client = pooled(&pool, &target).await?;
-            write::group(&mut client, &ops, kept).await
-        }
-        .await;
+        let mut conflicts = write::Conflicts::new("group commit");
+        let result = loop {
+            committed.clear();
+            let kept = handoffs.enabled().then_some(&mut committed);
+            let result = async { write::group(&mut pooled(&pool, &target).await?, &ops, kept).await }.await;
+            if !conflicts.again(&result).await {
+                break result;
+            }
+        };
         match result {
             Ok((answers, wake)) => {
                 // Before the answers: the handoff that follows an answer finds its deliveries.
@@ -443,7 +451,7 @@ impl Store for PgStore {
         Box::pin(async move {
             match self.write(write::Write::Accept(events, audit)).await? {
                 write::Written::Accepted(out) => Ok(out),
-                write::Written::Done => Err(StoreError("internal: mismatched answer".into())),
+                write::Written::Done => Err(StoreError::new("internal: mismatched answer")),
             }
         })
     }
@@ -467,8 +475,13 @@ impl Store for PgStore {
 
     fn replay(&self, filter: DeadLetterFilter, actor: String) -> BoxFuture<'_, StoreResult<Vec<DeadLetter>>> {
         Box::pin(async move {
-            let mut client = self.client().await?;
-            let letters = write::replay(&mut client, &filter, &actor).await?;
+            let mut conflicts = write::Conflicts::new("replay");
+            let letters = loop {
+                let result = async { write::replay(&mut self.client().await?, &filter, &actor).await }.await;
+                if !conflicts.again(&result).await {
+                    break result?;
+                }
+            };
             if !letters.is_empty() {
                 self.wake();
             }

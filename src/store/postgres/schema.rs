@@ -269,7 +269,7 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResu
         .collect::<Result<_, _>>()?;
     let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     if let Some(newer) = done.iter().find(|v| **v > known) {
-        return Err(StoreError(format!(
+        return Err(StoreError::new(format!(
             "the database schema is at version {newer}, newer than this gateway knows ({known}): \
              upgrade the gateway"
         )));
@@ -280,7 +280,7 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResu
             continue;
         }
         tx.batch_execute(sql).await.map_err(|e| {
-            StoreError(format!("migration {version} ({description}): {}", StoreError::from(e).0))
+            StoreError::new(format!("migration {version} ({description}): {}", StoreError::from(e).message))
         })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",

@@ -1,11 +1,13 @@
 //! Cluster mode of [`SiussStore`]: the flussi offered to INPS, the per-ente daily progressives,
 //! the per-prestazione state and the export's projection, in the shared PostgreSQL database.
 //!
-//! A publish or a batch of esiti is one transaction that first locks the audit chain's head (as
-//! every writer does, `write.rs`): SIUSS writes of all instances are serialized, so a flusso, its
+//! A publish or a batch of esiti is one transaction that first takes SIUSS's own lock
+//! (`Serial::Siuss`, `write.rs`): SIUSS writes of all instances are serialized, so a flusso, its
 //! progressive, its `ts_flusso` and its audit record commit together, and `ts_flusso` is assigned
 //! and committed in one order across the cluster — a poller reading the feed after `ts_flusso = t`
-//! never finds later a flusso with a smaller one.
+//! never finds later a flusso with a smaller one. Its audit records are appended last, as every
+//! writer's are. The SIUSS tables are written by these transactions only, one at a time, which
+//! then wait for no row but the chain's head: they never deadlock (and are not run again).
 //!
 //! The export reads `prestazioni_export`, one row per `(tenant, idPrestazione)` naming its latest
 //! event, kept at acceptance (the embedded store keeps a table of the same name).
@@ -17,7 +19,7 @@ use deadpool_postgres::{GenericClient, Object, Transaction};
 use serde_json::Value;
 use tokio_postgres::Row;
 
-use super::write::Chain;
+use super::write::{Chain, Serial};
 use super::{execute, pooled, query, query_opt, PgStore};
 use crate::store::siuss::*;
 use crate::store::{now_ms, StoreError, StoreResult};
@@ -51,6 +53,9 @@ pub(super) async fn project_prestazioni(
     let mut id_prestazione = Vec::with_capacity(latest.len());
     let mut pseudonimo = Vec::with_capacity(latest.len());
     let mut event_id = Vec::with_capacity(latest.len());
+    // In key order, as every instance writes them (two upserts never wait for each other in turn).
+    let mut latest: Vec<_> = latest.into_iter().collect();
+    latest.sort_unstable_by_key(|(k, _)| *k);
     for ((t, p), (e, who)) in latest {
         tenant.push(t);
         id_prestazione.push(p);
@@ -151,13 +156,14 @@ async fn take_progressivo(tx: &Transaction<'_>, ente: &str, day: &str) -> StoreR
         &[&ente, &day],
     )
     .await?
-    .ok_or_else(|| StoreError("internal: no progressive returned".into()))?;
+    .ok_or_else(|| StoreError::new("internal: no progressive returned"))?;
     Ok(row.try_get(0)?)
 }
 
 async fn publish(client: &mut Object, p: &mut Publish) -> StoreResult<Published> {
     let tx = client.transaction().await?;
-    let mut chain = Chain::lock(&tx).await?;
+    Serial::Siuss.lock(&tx).await?;
+    let mut chain = Chain::default();
     let now = now_ms();
     let done: Vec<String> =
         query(&tx, "SELECT id_flusso FROM siuss_flussi WHERE event_id = $1 ORDER BY seq", &[&p.event_id])
@@ -247,7 +253,8 @@ async fn publish(client: &mut Object, p: &mut Publish) -> StoreResult<Published>
 
 async fn record_esiti(client: &mut Object, esiti: &[EsitoIn], actor: &str) -> StoreResult<EsitiOutcome> {
     let tx = client.transaction().await?;
-    let mut chain = Chain::lock(&tx).await?;
+    Serial::Siuss.lock(&tx).await?;
+    let mut chain = Chain::default();
     let now = now_ms();
     let mut out = EsitiOutcome::default();
     for e in esiti {
@@ -439,7 +446,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let n = take_progressivo(&tx, ente, day).await?;
-        let n = progressivo(n, ente, day).map_err(StoreError)?;
+        let n = progressivo(n, ente, day).map_err(StoreError::new)?;
         tx.commit().await?;
         Ok(n)
     }

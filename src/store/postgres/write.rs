@@ -1,6 +1,11 @@
-//! The write transactions. Each one that appends to the audit chain begins by locking the chain's
-//! head (`SELECT ... FROM audit_head FOR UPDATE`): appends from every instance are serialized, the
-//! chain stays linear, and since that lock always comes first no two writers deadlock.
+//! The write transactions. The audit chain's head (`audit_head`) is locked last in each one
+//! (`SELECT ... FOR UPDATE` once every other row is written, [`Chain::flush`]): appends from every
+//! instance are serialized and the chain stays linear, while the rest of two instances'
+//! transactions run side by side. A transaction that waited on another's row appends after it.
+//! Writes that read a read model before writing it (a cooperative's deliveries, SIUSS, replay)
+//! first take a [`Serial`] lock of their own, so that they see each other's results. Two
+//! transactions that still deadlock on rows are told so by PostgreSQL (`StoreError::conflict`)
+//! and run again ([`Conflicts`]); multi-row writes go in key order, which keeps that rare.
 
 use deadpool_postgres::{GenericClient, Object, Transaction};
 
@@ -8,60 +13,101 @@ use super::{execute, query, query_opt, read, CHANNEL};
 use crate::audit::{self, Action, Entry};
 use crate::store::*;
 
-/// The audit chain during one transaction: the locked head and the records appended so far,
-/// inserted together at the end.
+/// Writes that must see each other's results, serialized among themselves by a transaction-level
+/// advisory lock (`pg_advisory_xact_lock`) taken before anything else.
+#[derive(Clone, Copy)]
+pub(super) enum Serial {
+    /// Upserts of cooperative deliveries, which audit the delivery each one replaces.
+    CoopDeliveries = 0x6373_6901,
+    /// SIUSS flussi, progressives and esiti (`siuss.rs`): `ts_flusso` committed in one order.
+    Siuss = 0x6373_6902,
+    /// Replays of dead letters: a second one sees the first's result.
+    Replay = 0x6373_6903,
+}
+
+impl Serial {
+    pub(super) async fn lock(self, tx: &Transaction<'_>) -> StoreResult<()> {
+        execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&(self as i64)]).await?;
+        Ok(())
+    }
+}
+
+/// Runs of a write transaction that PostgreSQL may roll back for a deadlock or a serialization
+/// failure with a concurrent one: [`Conflicts::again`] says whether to run it again, after a
+/// jittered pause that lets the other finish first (run again at once, two transactions writing
+/// the same rows in opposite orders would meet again).
+pub(super) struct Conflicts {
+    what: &'static str,
+    pauses: backon::ExponentialBackoff,
+}
+
+impl Conflicts {
+    pub(super) fn new(what: &'static str) -> Self {
+        use backon::BackoffBuilder;
+        let pauses = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(5))
+            .with_max_delay(std::time::Duration::from_millis(200))
+            .with_max_times(6)
+            .with_jitter()
+            .build();
+        Self { what, pauses }
+    }
+
+    /// Whether the run that ended with `result` is to be run again (after the pause, taken here).
+    pub(super) async fn again<T>(&mut self, result: &StoreResult<T>) -> bool {
+        let Err(e) = result else { return false };
+        if !e.conflict {
+            return false;
+        }
+        let Some(pause) = self.pauses.next() else { return false };
+        tracing::warn!(error = %e, what = self.what, "store transaction lost to a concurrent one; running it again");
+        tokio::time::sleep(pause).await;
+        true
+    }
+}
+
+/// The audit chain during one transaction: the records appended so far, hashed and inserted
+/// together at the end, under the head's lock.
+#[derive(Default)]
 pub(super) struct Chain {
-    seq: i64,
-    hash: String,
-    records: Vec<audit::Record>,
+    entries: Vec<(Entry, i64)>,
 }
 
 impl Chain {
-    /// Locks the head row until the transaction ends.
-    pub(super) async fn lock(tx: &Transaction<'_>) -> StoreResult<Self> {
-        let row = query_opt(tx, "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE", &[])
-            .await?
-            .ok_or_else(|| StoreError("audit_head is missing: the schema was not migrated".into()))?;
-        Ok(Self { seq: row.try_get(0)?, hash: row.try_get(1)?, records: Vec::new() })
-    }
-
-    /// Appends one record (same hashing as embedded mode: [`audit::hash_of`]).
+    /// Appends one record (same hashing as embedded mode: [`audit::hash_of`], at [`Chain::flush`]).
     pub(super) fn append(&mut self, e: &Entry, ts: i64) {
-        let seq = self.seq + 1;
-        let hash = audit::hash_of(&self.hash, seq, ts, e);
-        self.records.push(audit::Record {
-            seq,
-            ts,
-            action: e.action.as_str().into(),
-            actor: e.actor.clone(),
-            tenant: e.tenant.clone(),
-            event_id: e.event_id.clone(),
-            destination: e.destination.clone(),
-            digest: e.digest.clone(),
-            detail: e.detail.clone(),
-            prev_hash: std::mem::replace(&mut self.hash, hash.clone()),
-            hash,
-        });
-        self.seq = seq;
+        self.entries.push((e.clone(), ts));
     }
 
-    /// Inserts the appended records and moves the head, in the caller's transaction.
+    /// Locks the head until the transaction ends, links and inserts the appended records and moves
+    /// the head, in the caller's transaction: the last of its writes.
     pub(super) async fn flush(self, tx: &Transaction<'_>) -> StoreResult<()> {
-        if self.records.is_empty() {
+        if self.entries.is_empty() {
             return Ok(());
         }
-        let r = &self.records;
-        let seq: Vec<i64> = r.iter().map(|r| r.seq).collect();
-        let ts: Vec<i64> = r.iter().map(|r| r.ts).collect();
-        let action: Vec<&str> = r.iter().map(|r| r.action.as_str()).collect();
-        let actor: Vec<&str> = r.iter().map(|r| r.actor.as_str()).collect();
-        let tenant: Vec<Option<&str>> = r.iter().map(|r| r.tenant.as_deref()).collect();
-        let event_id: Vec<Option<&str>> = r.iter().map(|r| r.event_id.as_deref()).collect();
-        let destination: Vec<Option<&str>> = r.iter().map(|r| r.destination.as_deref()).collect();
-        let digest: Vec<Option<&str>> = r.iter().map(|r| r.digest.as_deref()).collect();
-        let detail: Vec<Option<&str>> = r.iter().map(|r| r.detail.as_deref()).collect();
-        let prev: Vec<&str> = r.iter().map(|r| r.prev_hash.as_str()).collect();
-        let hash: Vec<&str> = r.iter().map(|r| r.hash.as_str()).collect();
+        let row = query_opt(tx, "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE", &[])
+            .await?
+            .ok_or_else(|| StoreError::new("audit_head is missing: the schema was not migrated"))?;
+        let (mut head_seq, mut head_hash): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let n = self.entries.len();
+        let (mut seq, mut ts, mut prev, mut hash) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for (e, at) in &self.entries {
+            head_seq += 1;
+            let h = audit::hash_of(&head_hash, head_seq, *at, e);
+            seq.push(head_seq);
+            ts.push(*at);
+            prev.push(std::mem::replace(&mut head_hash, h.clone()));
+            hash.push(h);
+        }
+        let e = self.entries.iter().map(|(e, _)| e);
+        let action: Vec<&str> = e.clone().map(|e| e.action.as_str()).collect();
+        let actor: Vec<&str> = e.clone().map(|e| e.actor.as_str()).collect();
+        let tenant: Vec<Option<&str>> = e.clone().map(|e| e.tenant.as_deref()).collect();
+        let event_id: Vec<Option<&str>> = e.clone().map(|e| e.event_id.as_deref()).collect();
+        let destination: Vec<Option<&str>> = e.clone().map(|e| e.destination.as_deref()).collect();
+        let digest: Vec<Option<&str>> = e.clone().map(|e| e.digest.as_deref()).collect();
+        let detail: Vec<Option<&str>> = e.map(|e| e.detail.as_deref()).collect();
         // Pipelined: sent together, answered in order.
         futures_util::future::try_join(
             execute(
@@ -71,7 +117,7 @@ impl Chain {
                                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
                 &[&seq, &ts, &action, &actor, &tenant, &event_id, &destination, &digest, &detail, &prev, &hash],
             ),
-            execute(tx, "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1", &[&self.seq, &self.hash]),
+            execute(tx, "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1", &[&head_seq, &head_hash]),
         )
         .await?;
         Ok(())
@@ -91,7 +137,7 @@ pub(super) enum Written {
     Done,
 }
 
-/// Commits several writes in one transaction (one lock of the chain's head, one commit): the
+/// Commits several writes in one transaction (one append to the audit chain, one commit): the
 /// answers in order, and whether new work became due. With `handoffs`, the new events'
 /// deliveries are added to it, by event, as the relay publishes them (kept only if the commit
 /// succeeds).
@@ -101,7 +147,7 @@ pub(super) async fn group(
     handoffs: Option<&mut Vec<(String, Vec<Task>)>>,
 ) -> StoreResult<(Vec<Written>, bool)> {
     let tx = client.transaction().await?;
-    let mut chain = Chain::lock(&tx).await?;
+    let mut chain = Chain::default();
     let now = now_ms();
     // Every event of the group is decided and stored first, in bulk; then each write is walked in
     // order, so that audit records and read models follow the order of the requests.
@@ -112,6 +158,9 @@ pub(super) async fn group(
             _ => Vec::new(),
         })
         .collect();
+    if all.iter().any(|ev| ev.projections.iter().any(|p| matches!(p, Projection::CoopDelivery(_)))) {
+        Serial::CoopDeliveries.lock(&tx).await?;
+    }
     let fates = store_events(&tx, &all, now, handoffs).await?;
     let new: Vec<&NewEvent> =
         all.iter().zip(&fates).filter(|(_, a)| matches!(a, Acceptance::New(_))).map(|(ev, _)| *ev).collect();
@@ -137,9 +186,8 @@ pub(super) async fn group(
                 }
                 let mut out = Vec::with_capacity(events.len());
                 for ev in events {
-                    let a = fates
-                        .next()
-                        .ok_or_else(|| StoreError("internal: an event was not decided".into()))?;
+                    let a =
+                        fates.next().ok_or_else(|| StoreError::new("internal: an event was not decided"))?;
                     after_accept(&tx, &mut chain, &mut coop, ev, &a, now).await?;
                     wake |= matches!(a, Acceptance::New(_)) && !ev.destinations.is_empty();
                     out.push(a);
@@ -161,8 +209,9 @@ pub(super) async fn group(
         });
     }
     // The statements whose results nothing waits for go out together, pipelined on the
-    // connection: one round trip to the server instead of one each. The first to fail aborts the
-    // transaction (the others then fail too) and is the error returned.
+    // connection: one round trip to the server instead of one each, executed in the order sent
+    // (the chain's head locked last). The first to fail aborts the transaction (the others then
+    // fail too) and is the error returned.
     let notify = async {
         if wake {
             tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
@@ -198,6 +247,11 @@ async fn store_events(
             });
         }
     }
+    // In key order, as every instance inserts them (two inserts never wait for each other in turn).
+    claims.sort_unstable_by(|&a, &b| {
+        (scopes[a].as_str(), events[a].idempotency_key.as_deref())
+            .cmp(&(scopes[b].as_str(), events[b].idempotency_key.as_deref()))
+    });
     let mut held: HashMap<(String, String), String> = HashMap::new();
     if !claims.is_empty() {
         let source: Vec<&str> = claims.iter().map(|&i| scopes[i].as_str()).collect();
@@ -292,7 +346,7 @@ async fn store_events(
             let mut tasks = Vec::with_capacity(ev.destinations.len());
             for destination in &ev.destinations {
                 let Some(&(_, delivery_id)) = written.iter().find(|(d, _)| d == destination) else {
-                    return Err(StoreError(format!(
+                    return Err(StoreError::new(format!(
                         "internal: no delivery written for event {} to {destination}",
                         ev.id
                     )));
@@ -592,8 +646,8 @@ pub(super) async fn replay(
     actor: &str,
 ) -> StoreResult<Vec<DeadLetter>> {
     let tx = client.transaction().await?;
-    // Replays are serialized by the head lock: a second one sees the first's result.
-    let mut chain = Chain::lock(&tx).await?;
+    Serial::Replay.lock(&tx).await?;
+    let mut chain = Chain::default();
     let now = now_ms();
     let letters = read::dead_letters(&tx, filter).await?;
     for dl in &letters {

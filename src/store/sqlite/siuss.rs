@@ -584,7 +584,7 @@ impl SqliteStore {
     pub fn open_reader(data_dir: &Path) -> StoreResult<Arc<Self>> {
         let path = data_dir.join("gateway.db");
         if !path.is_file() {
-            return Err(StoreError(format!(
+            return Err(StoreError::new(format!(
                 "no store at {} (is data_dir right? has the gateway run on it?)",
                 path.display()
             )));
@@ -614,7 +614,7 @@ impl SqliteStore {
     pub fn take_progressivo_offline(data_dir: &Path, ente: &str, day: &str) -> StoreResult<u32> {
         let path = data_dir.join("gateway.db");
         if !path.is_file() {
-            return Err(StoreError(format!("no store at {}", path.display())));
+            return Err(StoreError::new(format!("no store at {}", path.display())));
         }
         let mut conn = super::open(&path)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -624,14 +624,14 @@ impl SqliteStore {
             params![ente, day],
             |r| r.get(0),
         )?;
-        let n = crate::store::siuss::progressivo(n, ente, day).map_err(StoreError)?;
+        let n = crate::store::siuss::progressivo(n, ente, day).map_err(StoreError::new)?;
         tx.commit()?;
         Ok(n)
     }
 }
 
 fn unexpected(what: &str) -> StoreError {
-    StoreError(format!("internal: unexpected answer to {what}"))
+    StoreError::new(format!("internal: unexpected answer to {what}"))
 }
 
 impl SiussStore for SqliteStore {
