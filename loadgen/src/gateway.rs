@@ -102,6 +102,8 @@ pub struct Gateway {
     database: Option<String>,
     /// The PostgreSQL store's URL in a `--postgres` run.
     store_url: Option<String>,
+    /// Its CPU cap (`--instance-cpus`), lifted after it exits.
+    _cpu_limit: Option<crate::cpu_limit::CpuLimit>,
 }
 
 impl Gateway {
@@ -181,8 +183,17 @@ impl Gateway {
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("the gateway exited at once")?;
-        let mut gw =
-            Self { child, pid, base: format!("http://{listen}"), log, _dir: dir, database, store_url };
+        let cpu_limit = crate::cpu_limit::CpuLimit::apply(pid)?;
+        let mut gw = Self {
+            child,
+            pid,
+            base: format!("http://{listen}"),
+            log,
+            _dir: dir,
+            database,
+            store_url,
+            _cpu_limit: cpu_limit,
+        };
         if let Err(e) = gw.wait_ready().await {
             // Stopping drops a fresh database too.
             let _ = gw.stop().await;

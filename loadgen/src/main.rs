@@ -24,10 +24,12 @@
 //! Each figure is compared with its target (PASS/MISS and the ratio), throughput also with the
 //! SQLite ceiling. Usage: `cargo build --release && cargo run --release -p loadgen -- --help`.
 //!
-//! The load generator runs on the same machine, and so the same cores, as the gateway.
+//! The load generator runs on the same machine, and so the same cores, as the gateway; with
+//! `--instance-cpus`, each gateway process is capped at a share of them (`cpu_limit.rs`).
 
 mod amqp;
 mod coop;
+mod cpu_limit;
 mod events;
 mod gateway;
 mod receiver;
@@ -127,6 +129,11 @@ struct Args {
     /// mandatory, or gateway (all three) — to measure what each costs the broker.
     #[arg(long, value_delimiter = ',', default_value = "plain")]
     amqp_shape: Vec<String>,
+    /// Caps each gateway process at this many CPUs (e.g. 0.5, a container's CPU limit) in a
+    /// control group of its own, so that c2 measures two instances as if each had a machine of
+    /// its own beside the shared database and broker. Needs root.
+    #[arg(long)]
+    instance_cpus: Option<f64>,
 }
 
 /// Event counts and durations after `--quick`.
@@ -177,6 +184,9 @@ async fn run(args: Args) -> Result<bool> {
         }
     }
     gateway::use_concurrency(args.concurrency);
+    if let Some(cpus) = args.instance_cpus {
+        cpu_limit::use_cpu_limit(cpus)?;
+    }
     if let Some(url) = args.rabbitmq.clone() {
         if args.postgres.is_none() {
             bail!("--rabbitmq needs --postgres: instances sharing a broker share a PostgreSQL store");
@@ -200,6 +210,11 @@ async fn run(args: Args) -> Result<bool> {
     let contracts = root.join("contracts");
     let mut report = Report { context: machine(), ..Report::default() };
     report.context.push(("gateway".into(), binary.display().to_string()));
+    if let Some(cpus) = cpu_limit::limit() {
+        report
+            .context
+            .push(("gateway CPU".into(), format!("each instance capped at {cpus} CPUs (control group)")));
+    }
     report.context.push((
         "plan".into(),
         format!(
