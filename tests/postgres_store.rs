@@ -551,41 +551,15 @@ async fn two_instances_racing_on_many_keys_in_opposite_orders_store_each_once() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_models_written_in_opposite_orders_by_two_instances_survive_their_deadlocks() {
-    use csi_gateway::store::{NewEvent, ProgettoRow, Projection};
+async fn two_instances_writing_the_same_read_models_in_opposite_orders_never_deadlock() {
     let db = PgDb::create().await;
-    // PostgreSQL looks for a deadlock after a second of waiting by default: sooner here.
-    let admin = db.client().await;
-    admin.batch_execute(&format!("ALTER DATABASE {} SET deadlock_timeout = '50ms'", db.name)).await.unwrap();
     let stores = connect_many(&db.url, 2).await;
-    let progetto = |n: usize, p: usize| -> NewEvent {
-        let mut ev = new_event(n, None);
-        ev.destinations.clear();
-        ev.projections.push(Projection::Progetto(ProgettoRow {
-            tenant: "F205".into(),
-            id_progetto: format!("PRG-{p}"),
-            pseudonimo: format!("ben-{p}"),
-            codice_fiscale: None,
-            dal: "2026-01-01".into(),
-            al: "2026-12-31".into(),
-            interventi: json!([]),
-            event_id: format!("ev-{n}"),
-        }));
-        ev
-    };
-    let deadlocks = async || -> i64 {
-        admin
-            .query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = $1", &[&db.name])
-            .await
-            .unwrap()
-            .get(0)
-    };
-    // The same 30 progetti, upserted by each instance in the opposite order of the other's.
+    // The same 30 progetti, sent to each instance in the opposite order of the other's.
     const ROUNDS: usize = 10;
     for round in 0..ROUNDS {
         let base = round * 100;
-        let a: Vec<NewEvent> = (0..30).map(|p| progetto(base + p, p)).collect();
-        let b: Vec<NewEvent> = (0..30).rev().map(|p| progetto(base + 50 + p, p)).collect();
+        let a: Vec<_> = (0..30).map(|p| progetto_event(base + p, p)).collect();
+        let b: Vec<_> = (0..30).rev().map(|p| progetto_event(base + 50 + p, p)).collect();
         let (ra, rb) = tokio::join!(stores[0].accept(a, vec![]), stores[1].accept(b, vec![]));
         for (i, r) in [ra, rb].into_iter().enumerate() {
             let r = r.unwrap_or_else(|e| panic!("round {round}, instance {i}: {e}"));
@@ -593,8 +567,6 @@ async fn read_models_written_in_opposite_orders_by_two_instances_survive_their_d
         }
     }
     let pg = db.client().await;
-    let events: i64 = pg.query_one("SELECT COUNT(*) FROM events", &[]).await.unwrap().get(0);
-    assert_eq!(events, (ROUNDS * 60) as i64, "every event stored once, the ones run again too");
     // Each progetto names the event of the last round that wrote it.
     let rows =
         pg.query("SELECT id_progetto, event_id FROM progetti ORDER BY id_progetto", &[]).await.unwrap();
@@ -607,14 +579,101 @@ async fn read_models_written_in_opposite_orders_by_two_instances_survive_their_d
     }
     let v = stores[0].audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
-    assert_eq!(v.records, (ROUNDS * 60) as i64, "one accepted record per event, none twice");
-    // PostgreSQL counts the deadlocks it broke, in statistics its backends report when they end.
+    assert_eq!(v.records, (ROUNDS * 60) as i64);
+    // Written in one key order by both, the rows never made PostgreSQL break a deadlock (its
+    // statistics arrive when the backends end).
     drop(stores);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deadlocks(&db).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_rolled_back_for_a_deadlock_is_run_again() {
+    let db = PgDb::create().await;
+    // The instance's connections look for a deadlock after 300 ms of waiting; the other party's
+    // after a minute: the instance's transaction is the one PostgreSQL rolls back.
+    let admin = db.client().await;
+    admin.batch_execute(&format!("ALTER DATABASE {} SET deadlock_timeout = '300ms'", db.name)).await.unwrap();
+    let store = PgStore::connect(&db.url, 2).await.expect("connect");
+    store.accept(vec![progetto_event(1, 0), progetto_event(2, 1)], vec![]).await.expect("seed");
+    // Another writer (an operator's session, say) holds PRG-1.
+    let mut other = db.client().await;
+    other.batch_execute("SET deadlock_timeout = '60s'").await.unwrap();
+    let tx = other.transaction().await.unwrap();
+    tx.execute("UPDATE progetti SET al = al WHERE id_progetto = 'PRG-1'", &[]).await.unwrap();
+    // The instance's group writes PRG-0, then waits for PRG-1...
+    let store2 = store.clone();
+    let accepting =
+        tokio::spawn(
+            async move { store2.accept(vec![progetto_event(3, 0), progetto_event(4, 1)], vec![]).await },
+        );
     let t0 = std::time::Instant::now();
-    while deadlocks().await == 0 && t0.elapsed() < Duration::from_secs(15) {
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the instance never waited for PRG-1");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...while the other writer now wants PRG-0: a deadlock, which PostgreSQL breaks by rolling
+    // back the instance's transaction. The other writer then goes on and commits.
+    tx.execute("UPDATE progetti SET al = al WHERE id_progetto = 'PRG-0'", &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    // Run again, the instance's write succeeds: nothing of the first try is left, nothing lost.
+    let out = accepting.await.unwrap().expect("the write, run again after the deadlock");
+    assert_eq!(out, vec![Acceptance::New("ev-3".into()), Acceptance::New("ev-4".into())]);
+    let pg = db.client().await;
+    let rows =
+        pg.query("SELECT id_progetto, event_id FROM progetti ORDER BY id_progetto", &[]).await.unwrap();
+    let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [("PRG-0".into(), "ev-3".into()), ("PRG-1".into(), "ev-4".into())]);
+    let events: i64 = pg.query_one("SELECT COUNT(*) FROM events", &[]).await.unwrap().get(0);
+    assert_eq!(events, 4);
+    let v = store.audit_verify().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, 4, "one accepted record per event, none from the try rolled back");
+    drop(store);
+    let t0 = std::time::Instant::now();
+    while deadlocks(&db).await == 0 && t0.elapsed() < Duration::from_secs(15) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(deadlocks().await > 0, "the instances never deadlocked: the test did not test anything");
+    assert_eq!(deadlocks(&db).await, 1, "PostgreSQL broke one deadlock");
+}
+
+/// The deadlocks PostgreSQL broke in the test's database (reported by backends as they end).
+async fn deadlocks(db: &PgDb) -> i64 {
+    let admin = db.client().await;
+    admin
+        .query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = $1", &[&db.name])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// An event (`ev-<n>`, no destination) whose read model is progetto `PRG-<p>`.
+fn progetto_event(n: usize, p: usize) -> csi_gateway::store::NewEvent {
+    use csi_gateway::store::{ProgettoRow, Projection};
+    let mut ev = new_event(n, None);
+    ev.destinations.clear();
+    ev.projections.push(Projection::Progetto(ProgettoRow {
+        tenant: "F205".into(),
+        id_progetto: format!("PRG-{p}"),
+        pseudonimo: format!("ben-{p}"),
+        codice_fiscale: None,
+        dal: "2026-01-01".into(),
+        al: "2026-12-31".into(),
+        interventi: json!([]),
+        event_id: format!("ev-{n}"),
+    }));
+    ev
 }
 
 async fn connect_many(url: &str, n: usize) -> Vec<std::sync::Arc<PgStore>> {

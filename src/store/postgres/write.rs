@@ -168,6 +168,7 @@ pub(super) async fn group(
     // corrections they imply are audited in the walk below, in order.
     let mut coop = store_coop_deliveries(&tx, &new).await?;
     super::siuss::project_prestazioni(&tx, &new, now).await?;
+    project(&tx, &new, now).await?;
     let mut fates = fates.into_iter();
     let completions: Vec<&Completion> = writes
         .iter()
@@ -188,7 +189,7 @@ pub(super) async fn group(
                 for ev in events {
                     let a =
                         fates.next().ok_or_else(|| StoreError::new("internal: an event was not decided"))?;
-                    after_accept(&tx, &mut chain, &mut coop, ev, &a, now).await?;
+                    after_accept(&mut chain, &mut coop, ev, &a, now);
                     wake |= matches!(a, Acceptance::New(_)) && !ev.destinations.is_empty();
                     out.push(a);
                 }
@@ -370,39 +371,30 @@ async fn store_events(
     Ok(out)
 }
 
-/// What follows an event's acceptance, in order: its read models and its audit record (a
-/// duplicate gets only the audit record).
-async fn after_accept(
-    tx: &Transaction<'_>,
-    chain: &mut Chain,
-    coop: &mut CoopStored,
-    ev: &NewEvent,
-    a: &Acceptance,
-    now: i64,
-) -> StoreResult<()> {
+/// What follows an event's acceptance, in order: the corrections its cooperative deliveries make
+/// and its audit record (a duplicate gets only its audit record). Its read models are written
+/// with the whole group's.
+fn after_accept(chain: &mut Chain, coop: &mut CoopStored, ev: &NewEvent, a: &Acceptance, now: i64) {
     if let Acceptance::Duplicate(original) = a {
         chain.append(&ev.duplicate_entry(original), now);
-        return Ok(());
+        return;
     }
+    // A cooperative delivery stored before under the same key, by an earlier group or an earlier
+    // event of this one, is corrected (the rows themselves are written by
+    // `store_coop_deliveries`, the other read models by `project`, for the whole group).
     for p in &ev.projections {
-        match p {
-            // Written by `store_coop_deliveries`: a delivery stored before under the same key,
-            // by an earlier group or an earlier event of this one, is corrected.
-            Projection::CoopDelivery(r) => {
-                if let Some(old) = coop.insert((r.tenant.clone(), r.key.clone()), ev.id.clone()) {
-                    let e = Entry::new(Action::Corrected, ev.actor.as_str())
-                        .tenant(&r.tenant)
-                        .event(&ev.id)
-                        .digest(&r.digest)
-                        .detail(format!("delivery {} corrected: replaces event {old}", r.key));
-                    chain.append(&e, now);
-                }
+        if let Projection::CoopDelivery(r) = p {
+            if let Some(old) = coop.insert((r.tenant.clone(), r.key.clone()), ev.id.clone()) {
+                let e = Entry::new(Action::Corrected, ev.actor.as_str())
+                    .tenant(&r.tenant)
+                    .event(&ev.id)
+                    .digest(&r.digest)
+                    .detail(format!("delivery {} corrected: replaces event {old}", r.key));
+                chain.append(&e, now);
             }
-            other => project(tx, other, now).await?,
         }
     }
     chain.append(&ev.accepted_entry(), now);
-    Ok(())
 }
 
 /// `(tenant, key)` of cooperative deliveries → the event stored under it.
@@ -489,55 +481,104 @@ async fn store_coop_deliveries(tx: &Transaction<'_>, new: &[&NewEvent]) -> Store
     Ok(before)
 }
 
-async fn project(tx: &Transaction<'_>, p: &Projection, now: i64) -> StoreResult<()> {
-    match p {
-        Projection::Progetto(r) => {
-            execute(
-                tx,
-                "INSERT INTO progetti (tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (tenant, id_progetto) DO UPDATE SET pseudonimo = excluded.pseudonimo,
-                    codice_fiscale = excluded.codice_fiscale, dal = excluded.dal, al = excluded.al,
-                    interventi = excluded.interventi, event_id = excluded.event_id",
-                &[
-                    &r.tenant,
-                    &r.id_progetto,
-                    &r.pseudonimo,
-                    &r.codice_fiscale,
-                    &r.dal,
-                    &r.al,
-                    &r.interventi.to_string(),
-                    &r.event_id,
-                ],
-            )
-            .await?;
+/// Writes the other read models of a group's new events (progetti, persone, SINA valutazioni),
+/// one upsert per table, pipelined, each in key order (so two instances' groups never wait for
+/// each other in turn): of the events of one key, the later in request order stays; of SINA
+/// valutazioni, the later of those with the latest `data_valutazione`, which the upsert also keeps
+/// against what is stored.
+async fn project(tx: &Transaction<'_>, new: &[&NewEvent], now: i64) -> StoreResult<()> {
+    use std::collections::BTreeMap;
+    let mut progetti: BTreeMap<(&str, &str), &ProgettoRow> = BTreeMap::new();
+    let mut persone: BTreeMap<(&str, &str), &siuss::PersonaRow> = BTreeMap::new();
+    let mut valutazioni: BTreeMap<(&str, &str), &siuss::ValutazioneRow> = BTreeMap::new();
+    for p in new.iter().flat_map(|ev| &ev.projections) {
+        match p {
+            Projection::Progetto(r) => {
+                progetti.insert((&r.tenant, &r.id_progetto), r);
+            }
+            Projection::Persona(r) => {
+                persone.insert((&r.tenant, &r.pseudonimo), r);
+            }
+            Projection::ValutazioneSina(r) => {
+                let kept = valutazioni.entry((&r.tenant, &r.pseudonimo)).or_insert(r);
+                if r.data_valutazione >= kept.data_valutazione {
+                    *kept = r;
+                }
+            }
+            // Written by `store_coop_deliveries` and `siuss::project_prestazioni`.
+            Projection::CoopDelivery(_) | Projection::PrestazioneExport(_) => {}
         }
-        Projection::Persona(r) => {
-            execute(
-                tx,
-                "INSERT INTO persone (tenant, pseudonimo, codice_fiscale, event_id, updated_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant, pseudonimo) DO UPDATE SET codice_fiscale = excluded.codice_fiscale,
-                    event_id = excluded.event_id, updated_at = excluded.updated_at",
-                &[&r.tenant, &r.pseudonimo, &r.codice_fiscale, &r.event_id, &now],
-            )
-            .await?;
-        }
-        Projection::ValutazioneSina(r) => {
-            execute(
-                tx,
-                "INSERT INTO valutazioni_sina (tenant, pseudonimo, data_valutazione, event_id)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant, pseudonimo) DO UPDATE SET data_valutazione = excluded.data_valutazione,
-                    event_id = excluded.event_id
-                 WHERE excluded.data_valutazione >= valutazioni_sina.data_valutazione",
-                &[&r.tenant, &r.pseudonimo, &r.data_valutazione, &r.event_id],
-            )
-            .await?;
-        }
-        // Written set-based with the group (`store_coop_deliveries`, `project_prestazioni`).
-        Projection::CoopDelivery(_) | Projection::PrestazioneExport(_) => {}
     }
+    let progetti = async {
+        if progetti.is_empty() {
+            return Ok(0);
+        }
+        let r: Vec<&ProgettoRow> = progetti.into_values().collect();
+        let text = |f: fn(&ProgettoRow) -> &str| r.iter().map(|r| f(r)).collect::<Vec<&str>>();
+        let codice_fiscale: Vec<Option<&str>> = r.iter().map(|r| r.codice_fiscale.as_deref()).collect();
+        let interventi: Vec<String> = r.iter().map(|r| r.interventi.to_string()).collect();
+        execute(
+            tx,
+            "INSERT INTO progetti (tenant, id_progetto, pseudonimo, codice_fiscale, dal, al, interventi, event_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[])
+             ON CONFLICT (tenant, id_progetto) DO UPDATE SET pseudonimo = excluded.pseudonimo,
+                codice_fiscale = excluded.codice_fiscale, dal = excluded.dal, al = excluded.al,
+                interventi = excluded.interventi, event_id = excluded.event_id",
+            &[
+                &text(|r| &r.tenant),
+                &text(|r| &r.id_progetto),
+                &text(|r| &r.pseudonimo),
+                &codice_fiscale,
+                &text(|r| &r.dal),
+                &text(|r| &r.al),
+                &interventi,
+                &text(|r| &r.event_id),
+            ],
+        )
+        .await
+    };
+    let persone = async {
+        if persone.is_empty() {
+            return Ok(0);
+        }
+        let r: Vec<&siuss::PersonaRow> = persone.into_values().collect();
+        let text = |f: fn(&siuss::PersonaRow) -> &str| r.iter().map(|r| f(r)).collect::<Vec<&str>>();
+        let codice_fiscale: Vec<Option<&str>> = r.iter().map(|r| r.codice_fiscale.as_deref()).collect();
+        execute(
+            tx,
+            "INSERT INTO persone (tenant, pseudonimo, codice_fiscale, event_id, updated_at)
+             SELECT t, p, c, e, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS x (t, p, c, e)
+             ON CONFLICT (tenant, pseudonimo) DO UPDATE SET codice_fiscale = excluded.codice_fiscale,
+                event_id = excluded.event_id, updated_at = excluded.updated_at",
+            &[&text(|r| &r.tenant), &text(|r| &r.pseudonimo), &codice_fiscale, &text(|r| &r.event_id), &now],
+        )
+        .await
+    };
+    let valutazioni = async {
+        if valutazioni.is_empty() {
+            return Ok(0);
+        }
+        let r: Vec<&siuss::ValutazioneRow> = valutazioni.into_values().collect();
+        let text = |f: fn(&siuss::ValutazioneRow) -> &str| r.iter().map(|r| f(r)).collect::<Vec<&str>>();
+        execute(
+            tx,
+            "INSERT INTO valutazioni_sina (tenant, pseudonimo, data_valutazione, event_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT (tenant, pseudonimo) DO UPDATE SET data_valutazione = excluded.data_valutazione,
+                event_id = excluded.event_id
+             WHERE excluded.data_valutazione >= valutazioni_sina.data_valutazione",
+            &[
+                &text(|r| &r.tenant),
+                &text(|r| &r.pseudonimo),
+                &text(|r| &r.data_valutazione),
+                &text(|r| &r.event_id),
+            ],
+        )
+        .await
+    };
+    // Pipelined, sent (and so executed) in this order.
+    futures_util::future::try_join3(progetti, persone, valutazioni).await?;
     Ok(())
 }
 
