@@ -582,9 +582,8 @@ async fn two_instances_writing_the_same_read_models_in_opposite_orders_never_dea
     assert_eq!(v.records, (ROUNDS * 60) as i64);
     // Written in one key order by both, the rows never made PostgreSQL break a deadlock (its
     // statistics arrive when the backends end).
-    drop(stores);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(deadlocks(&db).await, 0);
+    drop((stores, pg));
+    assert_eq!(deadlocks_once_ended(&db).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,17 +639,32 @@ async fn a_write_rolled_back_for_a_deadlock_is_run_again() {
     let v = store.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
     assert_eq!(v.records, 4, "one accepted record per event, none from the try rolled back");
-    drop(store);
-    let t0 = std::time::Instant::now();
-    while deadlocks(&db).await == 0 && t0.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(deadlocks(&db).await, 1, "PostgreSQL broke one deadlock");
+    drop((store, other, admin, pg));
+    assert_eq!(deadlocks_once_ended(&db).await, 1, "PostgreSQL broke one deadlock");
 }
 
-/// The deadlocks PostgreSQL broke in the test's database (reported by backends as they end).
-async fn deadlocks(db: &PgDb) -> i64 {
+/// The deadlocks PostgreSQL broke in the test's database, read once every other session on it has
+/// ended (a backend reports its statistics as it ends; the instances' LISTEN sessions aside, which
+/// never write).
+async fn deadlocks_once_ended(db: &PgDb) -> i64 {
     let admin = db.client().await;
+    let t0 = std::time::Instant::now();
+    loop {
+        let others: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()
+                   AND query NOT LIKE 'LISTEN%'",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if others == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "{others} sessions still open on the test database");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     admin
         .query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = $1", &[&db.name])
         .await

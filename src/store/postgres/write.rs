@@ -211,8 +211,9 @@ pub(super) async fn group(
     }
     // The statements whose results nothing waits for go out together, pipelined on the
     // connection: one round trip to the server instead of one each, executed in the order sent
-    // (the chain's head locked last). The first to fail aborts the transaction (the others then
-    // fail too) and is the error returned.
+    // (the chain's head locked last, once the statements are prepared on the connection; before,
+    // a prepare's round trip may let the head's lock go first, which at worst costs a re-run).
+    // The first to fail aborts the transaction (the others then fail too) and is the error returned.
     let notify = async {
         if wake {
             tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
@@ -481,6 +482,11 @@ async fn store_coop_deliveries(tx: &Transaction<'_>, new: &[&NewEvent]) -> Store
     Ok(before)
 }
 
+/// One text column of `rows`, as an `UNNEST` parameter.
+fn texts<'a, T>(rows: &[&'a T], f: fn(&T) -> &str) -> Vec<&'a str> {
+    rows.iter().map(|r| f(r)).collect()
+}
+
 /// Writes the other read models of a group's new events (progetti, persone, SINA valutazioni),
 /// one upsert per table, pipelined, each in key order (so two instances' groups never wait for
 /// each other in turn): of the events of one key, the later in request order stays; of SINA
@@ -514,7 +520,6 @@ async fn project(tx: &Transaction<'_>, new: &[&NewEvent], now: i64) -> StoreResu
             return Ok(0);
         }
         let r: Vec<&ProgettoRow> = progetti.into_values().collect();
-        let text = |f: fn(&ProgettoRow) -> &str| r.iter().map(|r| f(r)).collect::<Vec<&str>>();
         let codice_fiscale: Vec<Option<&str>> = r.iter().map(|r| r.codice_fiscale.as_deref()).collect();
         let interventi: Vec<String> = r.iter().map(|r| r.interventi.to_string()).collect();
         execute(
@@ -526,14 +531,14 @@ async fn project(tx: &Transaction<'_>, new: &[&NewEvent], now: i64) -> StoreResu
                 codice_fiscale = excluded.codice_fiscale, dal = excluded.dal, al = excluded.al,
                 interventi = excluded.interventi, event_id = excluded.event_id",
             &[
-                &text(|r| &r.tenant),
-                &text(|r| &r.id_progetto),
-                &text(|r| &r.pseudonimo),
+                &texts(&r, |r| &r.tenant),
+                &texts(&r, |r| &r.id_progetto),
+                &texts(&r, |r| &r.pseudonimo),
                 &codice_fiscale,
-                &text(|r| &r.dal),
-                &text(|r| &r.al),
+                &texts(&r, |r| &r.dal),
+                &texts(&r, |r| &r.al),
                 &interventi,
-                &text(|r| &r.event_id),
+                &texts(&r, |r| &r.event_id),
             ],
         )
         .await
@@ -543,7 +548,6 @@ async fn project(tx: &Transaction<'_>, new: &[&NewEvent], now: i64) -> StoreResu
             return Ok(0);
         }
         let r: Vec<&siuss::PersonaRow> = persone.into_values().collect();
-        let text = |f: fn(&siuss::PersonaRow) -> &str| r.iter().map(|r| f(r)).collect::<Vec<&str>>();
         let codice_fiscale: Vec<Option<&str>> = r.iter().map(|r| r.codice_fiscale.as_deref()).collect();
         execute(
             tx,
@@ -551,7 +555,7 @@ async fn project(tx: &Transaction<'_>, new: &[&NewEvent], now: i64) -> StoreResu
              SELECT t, p, c, e, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS x (t, p, c, e)
              ON CONFLICT (tenant, pseudonimo) DO UPDATE SET codice_fiscale = excluded.codice_fiscale,
                 event_id = excluded.event_id, updated_at = excluded.updated_at",
-            &[&text(|r| &r.tenant), &text(|r| &r.pseudonimo), &codice_fiscale, &text(|r| &r.event_id), &now],
+            &[&texts(&r, |r| &r.tenant), &texts(&r, |r| &r.pseudonimo), &codice_fiscale, &texts(&r, |r| &r.event_id), &now],
         )
         .await
     };
@@ -560,7 +564,6 @@ async fn project(tx: &Transaction<'_>, new: &[&NewEvent], now: i64) -> StoreResu
             return Ok(0);
         }
         let r: Vec<&siuss::ValutazioneRow> = valutazioni.into_values().collect();
-        let text = |f: fn(&siuss::ValutazioneRow) -> &str| r.iter().map(|r| f(r)).collect::<Vec<&str>>();
         execute(
             tx,
             "INSERT INTO valutazioni_sina (tenant, pseudonimo, data_valutazione, event_id)
@@ -569,10 +572,10 @@ async fn project(tx: &Transaction<'_>, new: &[&NewEvent], now: i64) -> StoreResu
                 event_id = excluded.event_id
              WHERE excluded.data_valutazione >= valutazioni_sina.data_valutazione",
             &[
-                &text(|r| &r.tenant),
-                &text(|r| &r.pseudonimo),
-                &text(|r| &r.data_valutazione),
-                &text(|r| &r.event_id),
+                &texts(&r, |r| &r.tenant),
+                &texts(&r, |r| &r.pseudonimo),
+                &texts(&r, |r| &r.data_valutazione),
+                &texts(&r, |r| &r.event_id),
             ],
         )
         .await
